@@ -1,0 +1,33 @@
+# The two set-up commands: `make demo` and `make test`. Both build .venv from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/hdf5-to-records
+DEMO_DIR ?= demo
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m hdf5_to_records.samples $(DEMO_DIR)/sample.h5 --rows 300
+	$(CLI) inspect $(DEMO_DIR)/sample.h5
+	$(CLI) convert --config configs/demo.yaml --overwrite
+	$(PY) -m hdf5_to_records.summary $(DEMO_DIR)/records
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check hdf5_to_records reader tests benchmarks
+	$(VENV)/bin/ruff format --check hdf5_to_records reader tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/convert_bench.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) benchmarks/_work

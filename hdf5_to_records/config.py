@@ -1,0 +1,261 @@
+"""Conversion config: a frozen dataclass that validates itself, and its parsers.
+
+Every option of ``hdf5-to-records convert`` is a field here; a YAML file (``--config``)
+sets the same keys, and command-line flags override it. Each input kind has its own
+``parse_*`` function so errors name the option at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import UsageError
+from .naming import check_name
+from .sharding import parse_size
+
+Compression = Literal["none", "gzip"]
+_FEATURE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One output feature: its name and the dataset path it is read from."""
+
+    name: str
+    path: str
+
+    def __post_init__(self) -> None:
+        check_feature_name(self.name, option="--feature")
+        if not self.path:
+            raise UsageError(f"--feature {self.name}=: empty dataset path")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One output split and the fraction of the selected examples it receives."""
+
+    name: str
+    fraction: float
+
+    def __post_init__(self) -> None:
+        check_name(self.name, what="split")
+        if not 0.0 < self.fraction <= 1.0:
+            raise UsageError(f"--split {self.name}={self.fraction}: fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Everything that determines a conversion. Invalid configs cannot be constructed."""
+
+    sources: tuple[str, ...]
+    output: str
+    features: tuple[FeatureSpec, ...] = ()
+    rows: str | None = None
+    groups: str | None = None
+    transform: str | None = None
+    splits: tuple[SplitSpec, ...] = (SplitSpec("train", 1.0),)
+    shuffle: bool = False
+    seed: int = 0
+    num_shards: int | None = None
+    shard_size: int | None = None
+    name: str | None = None
+    compression: Compression = "none"
+    rows_per_record: int | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    overwrite: bool = False
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise UsageError("no SOURCES given: name at least one HDF5 file or glob pattern")
+        if not self.output:
+            raise UsageError("--output is required")
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UsageError(f"--feature {duplicates[0]!r} is given more than once")
+        split_names = [s.name for s in self.splits]
+        if len(set(split_names)) != len(split_names):
+            raise UsageError(f"--split names must be unique, got {split_names}")
+        total = sum(s.fraction for s in self.splits)
+        if not self.splits or total > 1.0 + 1e-9:
+            raise UsageError(f"--split fractions must sum to at most 1, got {total:g}")
+        if self.num_shards is not None and self.shard_size is not None:
+            raise UsageError("--num-shards and --shard-size are mutually exclusive")
+        if self.num_shards is not None and self.num_shards < 1:
+            raise UsageError(f"--num-shards must be >= 1, got {self.num_shards}")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise UsageError(f"--shard-size must be positive, got {self.shard_size}")
+        if self.rows_per_record is not None and self.rows_per_record < 1:
+            raise UsageError(f"--rows-per-record must be >= 1, got {self.rows_per_record}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.compression not in ("none", "gzip"):
+            raise UsageError(f"--compression must be none or gzip, got {self.compression!r}")
+        if self.overwrite and self.resume:
+            raise UsageError("--overwrite and --resume are mutually exclusive")
+        if self.groups is not None and not self.groups.startswith("/"):
+            raise UsageError(f"--groups {self.groups!r}: pattern must start with '/'")
+        if self.groups is None and any(not f.path.startswith("/") for f in self.features):
+            bad = next(f for f in self.features if not f.path.startswith("/"))
+            raise UsageError(
+                f"--feature {bad.name}={bad.path}: path must be absolute (start with '/') "
+                "unless --groups is given"
+            )
+        if self.transform is not None and ":" not in self.transform:
+            raise UsageError(f"--transform {self.transform!r}: expected module:function")
+        if self.name is not None:
+            check_name(self.name, what="dataset")
+
+    @property
+    def dataset_name(self) -> str:
+        """The ``--name`` used in shard file names (default: the output directory's name)."""
+        if self.name is not None:
+            return self.name
+        base = os.path.basename(self.output.rstrip("/")) or "records"
+        cleaned = re.sub(r"[^A-Za-z0-9_.]", "_", base).lstrip("._") or "records"
+        return cleaned
+
+    def to_json(self) -> dict[str, Any]:
+        """The effective configuration as JSON-able data (recorded in the manifest)."""
+        data = asdict(self)
+        data["features"] = {f.name: f.path for f in self.features}
+        data["splits"] = {s.name: s.fraction for s in self.splits}
+        data["sources"] = list(self.sources)
+        data["name"] = self.dataset_name
+        return data
+
+
+def check_feature_name(name: str, *, option: str) -> str:
+    """Feature names are identifiers, so ``name/shape`` and ``__rows__`` stay reserved."""
+    if not _FEATURE_NAME_RE.match(name):
+        raise UsageError(
+            f"{option} {name!r}: feature names must start with a letter and contain only "
+            "letters, digits and '_'"
+        )
+    return name
+
+
+def parse_feature(text: str) -> FeatureSpec:
+    """Parse ``NAME=/path/in/file`` (``--feature``)."""
+    name, sep, path = text.partition("=")
+    if not sep:
+        raise UsageError(f"--feature {text!r}: expected NAME=/path/in/file")
+    return FeatureSpec(name.strip(), path.strip())
+
+
+def parse_split(text: str) -> SplitSpec:
+    """Parse ``NAME=FRACTION`` (``--split``)."""
+    name, sep, fraction = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        value = float(fraction)
+    except ValueError:
+        raise UsageError(f"--split {text!r}: expected NAME=FRACTION, e.g. train=0.8") from None
+    return SplitSpec(name.strip(), value)
+
+
+def _as_pairs(value: Any, *, key: str) -> list[str]:
+    if isinstance(value, Mapping):
+        return [f"{k}={v}" for k, v in value.items()]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Sequence):
+        return [str(v) for v in value]
+    raise UsageError(f"config key {key!r}: expected a mapping or a list of NAME=VALUE")
+
+
+def _resolve_path(path: str, base_dir: str | None) -> str:
+    if base_dir is None or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+_KEYS = {f.name for f in fields(ConvertConfig)} | {"feature", "split", "source"}
+
+
+def build_config(
+    options: Mapping[str, Any], *, yaml_path: str | None = None
+) -> ConvertConfig:
+    """Merge a YAML config file (if any) with command-line ``options`` into a config.
+
+    ``options`` holds only the flags the user actually gave; they override the file.
+    Relative paths in the file are resolved against the file's directory.
+
+    Raises:
+        UsageError: unknown keys, malformed values, contradictory options.
+    """
+    merged: dict[str, Any] = {}
+    if yaml_path is not None:
+        merged.update(_load_yaml(yaml_path))
+    merged.update({k: v for k, v in options.items() if v is not None})
+    base_dir = os.path.dirname(os.path.abspath(yaml_path)) if yaml_path else None
+    from_file = set(_load_yaml(yaml_path)) - set(options) if yaml_path else set()
+
+    def path_of(key: str, value: str) -> str:
+        return _resolve_path(value, base_dir) if key in from_file else value
+
+    kwargs: dict[str, Any] = {}
+    sources = merged.pop("sources", None) or merged.pop("source", None) or ()
+    if isinstance(sources, str):
+        sources = [sources]
+    key = "sources" if "sources" in from_file or "source" in from_file else ""
+    kwargs["sources"] = tuple(path_of(key, str(s)) for s in sources)
+    kwargs["output"] = path_of("output", str(merged.pop("output", "") or ""))
+    features = merged.pop("features", None) or merged.pop("feature", None) or ()
+    kwargs["features"] = tuple(parse_feature(p) for p in _as_pairs(features, key="features"))
+    splits = merged.pop("splits", None) or merged.pop("split", None)
+    if splits:
+        kwargs["splits"] = tuple(parse_split(p) for p in _as_pairs(splits, key="splits"))
+    if "rows" in merged:
+        rows = str(merged.pop("rows"))
+        is_file = rows.startswith("@") and not rows.startswith("@/")
+        kwargs["rows"] = "@" + path_of("rows", rows[1:]) if is_file else rows
+    for size_key in ("shard_size",):
+        if size_key in merged:
+            try:
+                kwargs[size_key] = parse_size(merged.pop(size_key))
+            except ValueError as exc:
+                raise UsageError(f"--shard-size: {exc}") from None
+    for int_key in ("seed", "num_shards", "rows_per_record", "workers"):
+        if int_key in merged:
+            try:
+                kwargs[int_key] = int(merged.pop(int_key))
+            except (TypeError, ValueError):
+                raise UsageError(f"--{int_key.replace('_', '-')}: expected an integer") from None
+    for bool_key in ("shuffle", "overwrite", "resume"):
+        if bool_key in merged:
+            value = merged.pop(bool_key)
+            if not isinstance(value, bool):
+                raise UsageError(f"config key {bool_key!r}: expected true or false")
+            kwargs[bool_key] = value
+    for str_key in ("groups", "transform", "name", "compression"):
+        if str_key in merged:
+            kwargs[str_key] = str(merged.pop(str_key))
+    if merged:
+        unknown = sorted(merged)[0]
+        where = f" in {yaml_path}" if yaml_path else ""
+        raise UsageError(f"unknown config key {unknown!r}{where}; known keys: {sorted(_KEYS)}")
+    return ConvertConfig(**kwargs)
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

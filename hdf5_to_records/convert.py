@@ -1,0 +1,102 @@
+"""The library entry point: ``convert(config)`` runs every stage of a conversion.
+
+config → selection (:mod:`schema`) → plan → read → encode → write shard → manifest.
+Nothing here prints; progress goes to the caller's callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import fs
+from .config import ConvertConfig
+from .errors import OutputError
+from .executor import execute
+from .manifest import build_manifest, write_manifest
+from .output import prepare_output
+from .plan import Plan, build_plan
+from .reading import ShardReader
+from .schema import FeatureSchema, SourceSet, scan_sources
+from .transform import apply_transform, load_transform, schema_of
+from .writer import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion did: its plan, and the manifest (``None`` for a dry run)."""
+
+    plan: Plan
+    manifest: dict[str, Any] | None
+    manifest_path: str | None
+    skipped_shards: int = 0
+
+
+def convert(
+    config: ConvertConfig,
+    *,
+    dry_run: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConvertResult:
+    """Convert the selected HDF5 data into sharded TFRecord files and a manifest.
+
+    ``on_start(examples, bytes)`` is called once with the work to do; ``progress(examples,
+    bytes)`` as records are written. With ``dry_run`` only the plan is built.
+
+    Raises:
+        Hdf5ToRecordsError: any bad input or output, with the file, dataset or option.
+    """
+    sources = scan_sources(config)
+    features = _output_schema(config, sources)
+    plan = build_plan(config, sources, features)
+    if dry_run:
+        return ConvertResult(plan, None, None)
+    state = prepare_output(config, plan)
+    done = state.completed()
+    done_names = {r.filename for r in done}
+    todo = [s for s in plan.shards if s.filename not in done_names]
+    if done:
+        log.info("resuming: %d of %d shards already complete", len(done), len(plan.shards))
+    _check_space(config, todo)
+    if on_start is not None:
+        on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
+    job = Job(config.output, sources, sources.features, features, plan.rows_per_record,
+              config.compression, config.transform)
+    results = done + execute(job, todo, workers=config.workers, progress=progress,
+                             on_result=state.record)
+    manifest = build_manifest(config, plan, results)
+    path = write_manifest(config.output, manifest)
+    state.finish()
+    return ConvertResult(plan, manifest, path, skipped_shards=len(done))
+
+
+def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSchema, ...]:
+    """The stored schema: the sources' features, or what the transform returns."""
+    if config.transform is None:
+        return sources.features
+    func = load_transform(config.transform)
+    reader = ShardReader(sources, sources.features)
+    try:
+        first = sources.files[0]
+        window = next(reader.windows(first.rows[:1] * 0, first.rows[:1]))
+    finally:
+        reader.close()
+    example = {name: column[0] for name, column in window.columns.items()}
+    item = f"group {first.groups[first.rows[0]]}" if first.groups else f"row {first.rows[0]}"
+    where = f"the first example ({os.path.basename(first.path)} {item})"
+    return schema_of(apply_transform(func, config.transform, example, where), config.transform)
+
+
+def _check_space(config: ConvertConfig, todo) -> None:
+    """Refuse up front when an uncompressed output clearly cannot fit."""
+    free = fs.free_bytes(config.output)
+    need = sum(s.est_bytes for s in todo)
+    if free is not None and config.compression == "none" and need > free:
+        raise OutputError(f"--output {config.output}: needs about {need / 1e6:.0f} MB but only "
+                          f"{free / 1e6:.0f} MB is free")

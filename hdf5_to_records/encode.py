@@ -1,0 +1,176 @@
+"""Encode blocks of examples as serialized ``tf.train.Example`` records.
+
+A record holds ``n`` consecutive examples (``n`` = rows per record, fewer in a shard's
+last record):
+
+- ``__rows__``: int64_list ``[n]``;
+- a numeric feature: bytes_list with one value, the raw little-endian bytes of the
+  ``(n, *shape)`` block in C order (bool as uint8);
+- a string feature: bytes_list with the ``n * prod(shape)`` values, flattened;
+- a ragged feature (shape varies between examples) additionally has ``<name>/shape``:
+  int64_list of the ``n * ndim`` dimensions, example after example.
+
+The protobuf wire format is written directly, so worker processes never import
+TensorFlow; tests parse the output with TensorFlow itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+
+from .errors import RecordTooLarge
+from .reading import Column
+from .schema import FeatureSchema
+from .sharding import MAX_RECORD_BYTES
+
+COUNT_KEY = "__rows__"
+SHAPE_SUFFIX = "/shape"
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint((tag << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(values: list[bytes]) -> bytes:
+    return _field(1, b"".join(_field(1, v) for v in values))
+
+
+def _int64_feature(values: list[int]) -> bytes:
+    return _field(3, _field(1, b"".join(_varint(v) for v in values)))
+
+
+def _raw_bytes_feature(block: np.ndarray, dtype: np.dtype) -> bytes:
+    payload = np.ascontiguousarray(block, dtype=dtype).tobytes()
+    # bytes_list { value: payload }; assembled without a second copy of the payload
+    inner_len = len(payload)
+    value_field = _varint((1 << 3) | 2) + _varint(inner_len)
+    list_len = len(value_field) + inner_len
+    return b"".join([_varint((1 << 3) | 2), _varint(list_len), value_field, payload])
+
+
+def encode_block(columns: dict[str, Column], n: int,
+                 features: tuple[FeatureSchema, ...]) -> bytes:
+    """Serialize ``n`` examples as one ``tf.train.Example``.
+
+    Raises:
+        RecordTooLarge: the record would exceed what a protobuf parser accepts.
+    """
+    entries: dict[str, bytes] = {COUNT_KEY: _int64_feature([n])}
+    for feature in features:
+        column = columns[feature.name]
+        if feature.ragged:
+            items = [np.asarray(v) for v in column]
+            entries[feature.name + SHAPE_SUFFIX] = _int64_feature(
+                [d for v in items for d in v.shape])
+            if feature.stored.encoding == "bytes":
+                entries[feature.name] = _bytes_feature(
+                    [_as_bytes(x) for v in items for x in v.ravel().tolist()])
+            else:
+                flat = (np.concatenate([v.ravel() for v in items]) if items
+                        else np.empty(0, feature.stored.memory))
+                entries[feature.name] = _raw_bytes_feature(flat, feature.stored.memory)
+        elif feature.stored.encoding == "bytes":
+            entries[feature.name] = _bytes_feature(
+                [_as_bytes(x) for x in np.asarray(column).ravel().tolist()])
+        else:
+            entries[feature.name] = _raw_bytes_feature(column, feature.stored.memory)
+    parts = []
+    for key in sorted(entries):
+        entry = _field(1, key.encode()) + _field(2, entries[key])
+        parts.append(_field(1, entry))
+    record = _field(1, b"".join(parts))
+    if len(record) > MAX_RECORD_BYTES:
+        raise RecordTooLarge(
+            f"a record of {n} example(s) takes {len(record)} bytes, over the "
+            f"{MAX_RECORD_BYTES}-byte limit of one TFRecord record"
+            + ("; lower --rows-per-record" if n > 1 else "")
+        )
+    return record
+
+
+def _as_bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+class Blocker:
+    """Re-cut a stream of windows into blocks of exactly ``rows_per_record`` examples.
+
+    Only the tail of a window (fewer than ``rows_per_record`` examples) is carried over
+    and copied; everything else is sliced as views.
+    """
+
+    def __init__(self, rows_per_record: int):
+        self._k = rows_per_record
+        self._carry: dict[str, Column] | None = None
+        self._carry_n = 0
+
+    def add(self, columns: dict[str, Column], n: int) -> Iterator[tuple[dict[str, Column], int]]:
+        start = 0
+        if self._carry is not None:
+            need = min(self._k - self._carry_n, n)
+            head = {k: _concat(self._carry[k], _slice(v, 0, need)) for k, v in columns.items()}
+            self._carry, self._carry_n = head, self._carry_n + need
+            start = need
+            if self._carry_n < self._k:
+                return
+            yield self._carry, self._carry_n
+            self._carry, self._carry_n = None, 0
+        while n - start >= self._k:
+            yield {k: _slice(v, start, start + self._k) for k, v in columns.items()}, self._k
+            start += self._k
+        if start < n:
+            self._carry = {k: _copy(_slice(v, start, n)) for k, v in columns.items()}
+            self._carry_n = n - start
+
+    def flush(self) -> Iterator[tuple[dict[str, Column], int]]:
+        if self._carry is not None and self._carry_n:
+            yield self._carry, self._carry_n
+        self._carry, self._carry_n = None, 0
+
+
+def _slice(column: Column, a: int, b: int) -> Column:
+    return column[a:b]
+
+
+def _copy(column: Column) -> Column:
+    return column.copy() if isinstance(column, np.ndarray) else list(column)
+
+
+def _concat(a: Column, b: Column) -> Column:
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b])
+    return list(a) + list(b)
+
+
+def record_framing(data: bytes) -> tuple[bytes, bytes]:
+    """The TFRecord framing around one record: (length + masked CRC32C of it, data CRC).
+
+    Written as prefix, data, suffix so the record itself is never copied again.
+    """
+    import google_crc32c
+
+    header = struct.pack("<Q", len(data))
+    prefix = header + struct.pack("<I", _mask(google_crc32c.value(header)))
+    return prefix, struct.pack("<I", _mask(google_crc32c.value(data)))
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF

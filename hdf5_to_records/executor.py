@@ -1,0 +1,93 @@
+"""Run the shard specs of a plan: in worker processes, or in this process.
+
+Workers come from a ``forkserver`` context: each starts from a clean interpreter that
+has imported h5py but opened no file, so no HDF5 handle (and no TensorFlow state) is
+ever inherited across a fork. Progress flows back through a queue to the caller's
+callback, which owns the progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue as queue_module
+import threading
+from collections.abc import Callable, Sequence
+
+from . import fs
+from .plan import ShardSpec
+from .reading import ShardReader
+from .transform import load_transform
+from .writer import Job, ShardResult, init_worker, run_in_worker, write_shard
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+OnResult = Callable[[ShardResult], None]
+
+
+def execute(job: Job, specs: Sequence[ShardSpec], *, workers: int,
+            progress: Progress | None = None,
+            on_result: OnResult | None = None) -> list[ShardResult]:
+    """Write every shard in ``specs``; return their results in completion order.
+
+    ``on_result`` is called in this process as each shard completes (used to record
+    progress for ``--resume``).
+    """
+    if not specs:
+        return []
+    if workers <= 1 or len(specs) == 1 or fs.is_process_local(job.output):
+        return _execute_here(job, specs, progress, on_result)
+    return _execute_pool(job, specs, min(workers, len(specs)), progress, on_result)
+
+
+def _execute_here(job, specs, progress, on_result) -> list[ShardResult]:
+    reader = ShardReader(job.sources, job.read_features)
+    transform = load_transform(job.transform) if job.transform else None
+    results = []
+    try:
+        for spec in specs:
+            result = write_shard(job, spec, reader, progress=progress, transform=transform)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        reader.close()
+    return results
+
+
+def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]:
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["hdf5_to_records.writer"])
+    events = ctx.Queue()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set() or not events.empty():
+            try:
+                examples, nbytes = events.get(timeout=0.1)
+            except queue_module.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            if progress is not None:
+                progress(examples, nbytes)
+
+    pump = threading.Thread(target=drain, daemon=True)
+    pump.start()
+    results = []
+    pool = ctx.Pool(workers, initializer=init_worker, initargs=(job, events))
+    try:
+        # Largest shards first keeps the workers busy until the end.
+        ordered = sorted(specs, key=lambda s: -s.est_bytes)
+        for result in pool.imap_unordered(run_in_worker, ordered, chunksize=1):
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+        stop.set()
+        pump.join(timeout=5)
+        events.close()
+    return results

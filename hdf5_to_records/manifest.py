@@ -1,0 +1,122 @@
+"""The manifest: ``DIR/manifest.json``, written last, the contract readers rely on.
+
+Writing it is the commit point of a conversion: a directory without a manifest is
+incomplete, whatever shards it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from . import fs
+from ._version import __version__
+from .config import ConvertConfig
+from .encode import COUNT_KEY, SHAPE_SUFFIX
+from .errors import ManifestError
+from .plan import Plan
+from .writer import ShardResult
+
+FORMAT = "hdf5-to-records"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def build_manifest(config: ConvertConfig, plan: Plan,
+                   results: list[ShardResult]) -> dict[str, Any]:
+    """The manifest for a finished conversion (shards in split and index order)."""
+    by_name = {r.filename: r for r in results}
+    features = []
+    for feature in plan.features:
+        shape = list(feature.shape)
+        if feature.ragged:
+            observed = [by_name[s.filename].shapes.get(feature.name) for s in plan.shards]
+            observed = [o for o in observed if o is not None]
+            shape = [d if all(o[i] == d for o in observed) else None
+                     for i, d in enumerate(observed[0])] if observed else shape
+        features.append({
+            "name": feature.name,
+            "dtype": feature.stored.dtype,
+            "shape": shape,
+            "encoding": feature.stored.encoding,
+            "ragged": feature.ragged,
+            "source": feature.source,
+            "source_dtype": feature.source_dtype,
+            "storage": "copy",
+        })
+    splits = {}
+    for split in plan.split_names:
+        specs = plan.split_shards(split)
+        shards = [by_name[s.filename] for s in specs]
+        splits[split] = {
+            "num_examples": sum(r.num_examples for r in shards),
+            "num_records": sum(r.num_records for r in shards),
+            "num_bytes": sum(r.num_bytes for r in shards),
+            "shards": [{"file": r.filename, "num_examples": r.num_examples,
+                        "num_records": r.num_records, "num_bytes": r.num_bytes,
+                        "sha256": r.sha256, "shapes": r.shapes, "fingerprint": s.fingerprint}
+                       for r, s in zip(shards, specs)],
+        }
+    sources = [{
+        "path": f.path,
+        "size": f.size,
+        "mtime": f.mtime,
+        "num_items": f.num_items,
+        "selection": {"rows": config.rows, "groups": config.groups,
+                      "num_selected": int(f.rows.size)},
+    } for f in plan.sources.files]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": plan.name,
+        "tool_version": __version__,
+        "mode": plan.sources.mode,
+        "compression": plan.compression,
+        "records": {"rows_per_record": plan.rows_per_record, "count_key": COUNT_KEY,
+                    "shape_suffix": SHAPE_SUFFIX, "byte_order": "little"},
+        "features": features,
+        "splits": splits,
+        "sources": sources,
+        "config": config.to_json(),
+    }
+
+
+def write_manifest(output: str, manifest: dict[str, Any]) -> str:
+    """Write the manifest atomically (temp file + rename); return its path."""
+    path = fs.join(output, MANIFEST_NAME)
+    temp = fs.join(output, "." + MANIFEST_NAME + ".incomplete")
+    try:
+        with fs.open_write(temp) as handle:
+            handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n")
+        fs.rename(temp, path)
+    finally:
+        fs.remove(temp)
+    return path
+
+
+def read_manifest(directory: str) -> dict[str, Any]:
+    """Load and check a manifest.
+
+    Raises:
+        ManifestError: missing, not JSON, or of an unknown format or version.
+    """
+    path = directory if directory.endswith(".json") else fs.join(directory, MANIFEST_NAME)
+    try:
+        with fs.open_read(path) as handle:
+            data = json.loads(handle.read())
+    except (FileNotFoundError, NotADirectoryError):
+        raise ManifestError(f"no manifest at {path}: not a converted dataset, or the "
+                            "conversion did not finish") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not an hdf5-to-records manifest")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{path} has format version {data.get('format_version')}; this "
+                            f"tool reads version {FORMAT_VERSION}")
+    return data
+
+
+def manifest_dir(path: str) -> str:
+    return os.path.dirname(path) if path.endswith(".json") else path

@@ -1,0 +1,127 @@
+"""The output directory: refuse, overwrite or resume, and the state file for ``--resume``.
+
+The state file records the plan's shard fingerprints and each shard as it completes, so
+an interrupted run can skip the shards that are complete and match the new plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+from . import fs
+from .config import ConvertConfig
+from .errors import OutputError
+from .manifest import MANIFEST_NAME
+from .naming import is_output_file
+from .plan import Plan
+from .writer import ShardResult
+
+log = logging.getLogger(__name__)
+STATE_NAME = ".hdf5-to-records-state.json"
+
+
+class OutputState:
+    """Shards known complete in the output directory, persisted after each one."""
+
+    def __init__(self, output: str, plan: Plan, done: dict[str, dict]):
+        self._output, self._plan, self._done = output, plan, done
+
+    def completed(self) -> list[ShardResult]:
+        """Results of shards already complete and matching the plan (to skip)."""
+        results = []
+        for spec in self._plan.shards:
+            prev = self._done.get(spec.filename)
+            if prev is None or prev.get("fingerprint") != spec.fingerprint:
+                continue
+            path = fs.join(self._output, spec.filename)
+            if fs.exists(path) and fs.size(path) == prev["num_bytes"]:
+                fields = {k: v for k, v in prev.items() if k != "fingerprint"}
+                results.append(ShardResult(**fields))
+        return results
+
+    def record(self, result: ShardResult) -> None:
+        """Note a completed shard (called in the parent as each shard finishes)."""
+        spec = next(s for s in self._plan.shards if s.filename == result.filename)
+        self._done[result.filename] = {**asdict(result), "fingerprint": spec.fingerprint}
+        self._save()
+
+    def finish(self) -> None:
+        """The manifest is written: the state file has served its purpose."""
+        fs.remove(fs.join(self._output, STATE_NAME))
+
+    def _save(self) -> None:
+        path = fs.join(self._output, STATE_NAME)
+        temp = path + ".incomplete"
+        with fs.open_write(temp) as handle:
+            handle.write(json.dumps({"version": 1, "done": self._done}).encode())
+        fs.rename(temp, path)
+
+
+def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
+    """Make the output directory ready for this plan.
+
+    A non-empty directory is refused unless ``--overwrite`` (our files are removed) or
+    ``--resume`` (complete shards matching the plan are kept). Any old manifest is
+    removed first, so a run that stops half-way never looks complete.
+
+    Raises:
+        OutputError: the output exists and is not a directory, is not empty, or cannot
+            be written.
+    """
+    out = config.output
+    try:
+        if fs.exists(out) and not fs.isdir(out):
+            raise OutputError(f"--output {out}: exists and is not a directory")
+        existing = fs.listdir(out) if fs.exists(out) else []
+        done: dict[str, dict] = {}
+        if existing and not (config.overwrite or config.resume):
+            raise OutputError(f"--output {out}: directory is not empty; pass --overwrite to "
+                              "replace its contents or --resume to finish an interrupted run")
+        if config.resume:
+            done = _previous_results(out, existing)
+        fs.remove(fs.join(out, MANIFEST_NAME))
+        wanted = {s.filename for s in plan.shards}
+        for name in existing:
+            stale = is_output_file(name) and (config.overwrite or name not in wanted)
+            if stale or name == STATE_NAME and config.overwrite:
+                fs.remove(fs.join(out, name))
+        fs.makedirs(out)
+        state = OutputState(out, plan, {} if config.overwrite else done)
+        state._save()
+    except PermissionError:
+        raise OutputError(f"--output {out}: permission denied") from None
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"--output {out}: cannot be written ({exc.strerror or exc})") from None
+    return state
+
+
+def _previous_results(out: str, existing: list[str]) -> dict[str, dict]:
+    """Completed shards recorded by an interrupted run (state file) or a finished one."""
+    if STATE_NAME in existing:
+        with fs.open_read(fs.join(out, STATE_NAME)) as handle:
+            try:
+                return json.loads(handle.read()).get("done", {})
+            except ValueError:
+                return {}
+    if MANIFEST_NAME in existing:
+        with fs.open_read(fs.join(out, MANIFEST_NAME)) as handle:
+            try:
+                manifest = json.loads(handle.read())
+            except ValueError:
+                return {}
+        done = {}
+        for split, info in manifest.get("splits", {}).items():
+            for i, shard in enumerate(info.get("shards", [])):
+                if "fingerprint" in shard:
+                    done[shard["file"]] = {
+                        "split": split, "index": i, "filename": shard["file"],
+                        "num_examples": shard["num_examples"],
+                        "num_records": shard["num_records"], "num_bytes": shard["num_bytes"],
+                        "sha256": shard["sha256"], "shapes": shard.get("shapes", {}),
+                        "fingerprint": shard["fingerprint"]}
+        return done
+    raise OutputError(f"--resume: {out} holds no interrupted or finished conversion to resume")

@@ -1,0 +1,148 @@
+"""Build the immutable conversion plan before a byte is written.
+
+The plan is a tuple of frozen :class:`ShardSpec`: which source items go to which shard
+file, in which order. It is what ``--dry-run`` prints, what ``--resume`` compares
+against, and what the executors run, one spec per task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ConvertConfig
+from .naming import ShardedFileTemplate
+from .schema import FeatureSchema, SourceSet
+from .sharding import choose_num_shards, choose_rows_per_record, shard_bounds, split_counts
+
+_SPLIT_STREAM, _SHUFFLE_STREAM = 1, 2  # independent random streams derived from --seed
+
+
+@dataclass(frozen=True, eq=False)
+class ShardSpec:
+    """One shard to write: its file and the source items it holds, in order.
+
+    ``file_ids[i]``/``rows[i]`` locate example ``i`` of the shard: the index of the
+    source file in the plan's source list and the row (or group ordinal) within it.
+    """
+
+    split: str
+    index: int
+    num_shards: int
+    filename: str
+    file_ids: np.ndarray
+    rows: np.ndarray
+    num_records: int
+    est_bytes: int
+    fingerprint: str
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.rows.size)
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """Maximal ``(file_id, start, stop)`` runs of consecutive source rows."""
+        if self.rows.size == 0:
+            return []
+        breaks = np.flatnonzero((np.diff(self.rows) != 1) | (np.diff(self.file_ids) != 0)) + 1
+        starts = np.concatenate([[0], breaks])
+        stops = np.concatenate([breaks, [self.rows.size]])
+        return [(int(self.file_ids[a]), int(self.rows[a]), int(self.rows[b - 1]) + 1)
+                for a, b in zip(starts, stops)]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The full plan: sources, schema, record layout and every shard of every split."""
+
+    name: str
+    sources: SourceSet
+    features: tuple[FeatureSchema, ...]
+    rows_per_record: int
+    compression: str
+    shards: tuple[ShardSpec, ...]
+    split_names: tuple[str, ...]
+
+    def split_shards(self, split: str) -> tuple[ShardSpec, ...]:
+        return tuple(s for s in self.shards if s.split == split)
+
+    def summary(self) -> dict:
+        """What ``--dry-run`` prints: per split, shards, examples and estimated bytes."""
+        splits = {}
+        for split in self.split_names:
+            shards = self.split_shards(split)
+            splits[split] = {
+                "shards": len(shards),
+                "examples": sum(s.num_examples for s in shards),
+                "records": sum(s.num_records for s in shards),
+                "est_bytes": sum(s.est_bytes for s in shards),
+                "files": [s.filename for s in shards],
+            }
+        return {"name": self.name, "rows_per_record": self.rows_per_record,
+                "features": {f.name: {"dtype": f.stored.dtype, "shape": list(f.shape)}
+                             for f in self.features},
+                "sources": len(self.sources.files), "splits": splits}
+
+
+def build_plan(
+    config: ConvertConfig, sources: SourceSet, features: tuple[FeatureSchema, ...]
+) -> Plan:
+    """Assign examples to splits and shards, deterministically from ``config.seed``.
+
+    Splits take a seeded random subset each and keep source order, unless ``--shuffle``
+    gives each split a seeded random order. ``features`` is the output schema (after any
+    transform), which sets the record size.
+    """
+    file_ids = np.concatenate([np.full(f.rows.size, i, np.int32)
+                               for i, f in enumerate(sources.files)])
+    rows = np.concatenate([f.rows for f in sources.files])
+    total = rows.size
+    example_bytes = max(1, sum(f.example_bytes() for f in features))
+    rows_per_record = config.rows_per_record or choose_rows_per_record(example_bytes)
+    template = ShardedFileTemplate(config.dataset_name)
+
+    if len(config.splits) == 1 and config.splits[0].fraction == 1.0:
+        assignments = [np.arange(total)]
+    else:
+        order = np.random.default_rng([config.seed, _SPLIT_STREAM]).permutation(total)
+        counts = split_counts(total, [s.fraction for s in config.splits])
+        edges = np.cumsum([0] + counts)
+        assignments = [np.sort(order[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+
+    shuffle_rng = np.random.default_rng([config.seed, _SHUFFLE_STREAM])
+    base = _plan_digest(config, sources, features, rows_per_record)
+    shards = []
+    for split, members in zip(config.splits, assignments):
+        if config.shuffle:
+            members = members[shuffle_rng.permutation(members.size)]
+        num_shards = choose_num_shards(
+            members.size, members.size * example_bytes, shard_bytes=config.shard_size,
+            num_shards=config.num_shards, min_shards=config.workers)
+        for index, (a, b) in enumerate(shard_bounds(members.size, num_shards)):
+            ids, sel = file_ids[members[a:b]], rows[members[a:b]]
+            filename = template.filename(split.name, index, num_shards)
+            digest = hashlib.sha256(base.encode())
+            digest.update(filename.encode())
+            digest.update(ids.tobytes())
+            digest.update(sel.tobytes())
+            shards.append(ShardSpec(split.name, index, num_shards, filename, ids, sel,
+                                    -(-(b - a) // rows_per_record), (b - a) * example_bytes,
+                                    digest.hexdigest()))
+    return Plan(template.name, sources, features, rows_per_record, config.compression,
+                tuple(shards), tuple(s.name for s in config.splits))
+
+
+def _plan_digest(config: ConvertConfig, sources: SourceSet,
+                 features: tuple[FeatureSchema, ...], rows_per_record: int) -> str:
+    """Everything besides the row lists that changes a shard's bytes."""
+    return json.dumps({
+        "sources": [[f.path, f.size, f.mtime] for f in sources.files],
+        "mode": sources.mode, "groups": sources.group_pattern,
+        "features": [[f.name, f.source, f.stored.dtype, list(f.shape), f.ragged]
+                     for f in features],
+        "rows_per_record": rows_per_record, "compression": config.compression,
+        "transform": config.transform,
+    }, sort_keys=True)

@@ -1,0 +1,229 @@
+"""Resolve sources, features and row selections into one :class:`SourceSet`.
+
+This is the "selection" stage of config → selection → plan → read → encode → write.
+It reads metadata only (shapes, dtypes, layouts, index/mask datasets).
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from .config import ConvertConfig, FeatureSpec, check_feature_name
+from .dtypes import StoredType, stored_type
+from .errors import SchemaError, UsageError
+from .selection import RowSpec, parse_rows, resolve_rows
+from .sources import ensure_filters, expand_sources, get_dataset, layout, open_h5
+
+log = logging.getLogger(__name__)
+Shape = tuple[int | None, ...]
+_STRING_BYTES_GUESS = 32  # size estimate of one variable-length string, for shard sizing
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """One output feature as stored: name, origin, dtype, per-example shape."""
+
+    name: str
+    source: str  # dataset path (absolute in row mode, relative to the group in group mode)
+    source_dtype: str
+    stored: StoredType
+    shape: Shape  # None marks a dimension that varies between examples
+    ragged: bool  # records carry each example's shape under "<name>/shape"
+
+    def example_bytes(self) -> int:
+        """Estimated stored bytes of one example (unknown dims count as 1)."""
+        count = int(np.prod([d or 1 for d in self.shape], dtype=np.int64))
+        if self.stored.encoding == "bytes":
+            item = self.stored.memory.itemsize if self.stored.memory.kind == "S" else 0
+            return count * (item or _STRING_BYTES_GUESS)
+        return count * self.stored.memory.itemsize
+
+
+@dataclass(frozen=True, eq=False)
+class SourceFile:
+    """One source file and the items (rows or groups) selected from it."""
+
+    path: str
+    size: int
+    mtime: float
+    num_items: int  # rows (row mode) or matched groups (group mode)
+    rows: np.ndarray  # selected item indices, in selection order
+    groups: tuple[str, ...] = ()  # group paths (group mode)
+    chunk_rows: int = 1  # largest chunk extent along axis 0 over the features
+
+
+@dataclass(frozen=True, eq=False)
+class SourceSet:
+    """Everything the planner needs to know about the inputs."""
+
+    mode: Literal["rows", "groups"]
+    files: tuple[SourceFile, ...]
+    features: tuple[FeatureSchema, ...]
+    group_pattern: str | None = None
+
+    @property
+    def num_examples(self) -> int:
+        return sum(int(f.rows.size) for f in self.files)
+
+    @property
+    def example_bytes(self) -> int:
+        return max(1, sum(f.example_bytes() for f in self.features))
+
+
+def scan_sources(config: ConvertConfig) -> SourceSet:
+    """Open every source, resolve features and selections, and check they agree.
+
+    Raises:
+        SourceNotFound, SourceUnreadable, DatasetNotFound, SchemaError, SelectionError,
+        UnsupportedDtype, FilterUnavailable: each naming the file and dataset at fault.
+    """
+    paths = expand_sources(config.sources)
+    row_spec = parse_rows(config.rows) if config.rows is not None else None
+    if config.groups is not None:
+        return _scan_groups(config, paths, row_spec)
+    return _scan_rows(config, paths, row_spec)
+
+
+def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None) -> SourceSet:
+    features: tuple[FeatureSpec, ...] = config.features
+    schemas: dict[str, FeatureSchema] = {}
+    files = []
+    for path in paths:
+        name = os.path.basename(path)
+        with open_h5(path) as h5:
+            if not features:
+                features = _auto_features(h5, name)
+            datasets = {f.name: get_dataset(h5, f.path, where=name, option=f"feature {f.name!r}")
+                        for f in features}
+            lengths = {}
+            chunk_rows = 1
+            for spec in features:
+                ds = datasets[spec.name]
+                where = f"feature {spec.name!r}: dataset {spec.path} in {name}"
+                if ds.ndim == 0:
+                    raise SchemaError(f"{where} is scalar; row features need at least one axis "
+                                      "(use --groups for one example per group)")
+                ensure_filters(ds, where=name)
+                schema = FeatureSchema(spec.name, spec.path, ds.dtype.str,
+                                       stored_type(ds.dtype, where=where), ds.shape[1:], False)
+                _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
+                lengths[spec.path] = ds.shape[0]
+                chunk_rows = max(chunk_rows, layout(ds).chunk_rows)
+            if len(set(lengths.values())) > 1:
+                detail = ", ".join(f"{p} has {n}" for p, n in lengths.items())
+                raise SchemaError(f"features must share the axis-0 length in {name}: {detail}")
+            num_rows = next(iter(lengths.values()))
+            rows = resolve_rows(row_spec, num_rows, h5file=h5, where=name)
+        stat = os.stat(path)
+        files.append(SourceFile(path, stat.st_size, stat.st_mtime, num_rows, rows,
+                                chunk_rows=chunk_rows))
+    return SourceSet("rows", tuple(files), tuple(schemas.values()))
+
+
+def _auto_features(h5: h5py.File, name: str) -> tuple[FeatureSpec, ...]:
+    """Every root dataset whose first axis has the length most root datasets share."""
+    candidates = {}
+    for key in sorted(h5.keys()):
+        obj = h5.get(key)
+        if isinstance(obj, h5py.Dataset) and obj.ndim >= 1:
+            candidates[key] = obj.shape[0]
+    if not candidates:
+        raise SchemaError(f"{name} has no datasets with rows at its root; use --feature NAME=/path")
+    counts = collections.Counter(candidates.values())
+    common = max(counts, key=lambda length: (counts[length], length))
+    chosen = [k for k, n in candidates.items() if n == common]
+    skipped = sorted(set(candidates) - set(chosen))
+    if skipped:
+        log.info("skipping root datasets whose length is not %d: %s", common, skipped)
+    for key in chosen:
+        check_feature_name(key, option=f"dataset /{key} (name it with --feature NAME=/{key})")
+    return tuple(FeatureSpec(k, "/" + k) for k in chosen)
+
+
+def _check_consistent(first: FeatureSchema, other: FeatureSchema, where: str) -> None:
+    if first.stored.dtype != other.stored.dtype:
+        raise SchemaError(f"{where} has dtype {other.stored.dtype}, but earlier sources have "
+                          f"{first.stored.dtype}")
+    if first.shape != other.shape:
+        raise SchemaError(f"{where} has rows of shape {other.shape}, but earlier sources have "
+                          f"{first.shape}")
+
+
+def match_groups(h5: h5py.File, pattern: str) -> list[str]:
+    """Paths of the groups matching a glob pattern (``*`` never crosses ``/``), sorted."""
+    current = ["/"]
+    for part in [p for p in pattern.strip("/").split("/") if p]:
+        found = []
+        for base in current:
+            group = h5[base]
+            names = sorted(group.keys()) if glob.has_magic(part) else [part]
+            for key in names:
+                if fnmatch.fnmatchcase(key, part) and isinstance(group.get(key), h5py.Group):
+                    found.append(base.rstrip("/") + "/" + key)
+        current = found
+    return sorted(current) if current != ["/"] else []
+
+
+def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None) -> SourceSet:
+    features = config.features
+    shapes: dict[str, list[tuple[int, ...]]] = collections.defaultdict(list)
+    schemas: dict[str, FeatureSchema] = {}
+    files = []
+    for path in paths:
+        name = os.path.basename(path)
+        with open_h5(path) as h5:
+            groups = match_groups(h5, config.groups)
+            if not groups:
+                raise UsageError(f"--groups {config.groups!r} matches no groups in {name}")
+            if not features:
+                first = h5[groups[0]]
+                features = tuple(FeatureSpec(k, k) for k in sorted(first.keys())
+                                 if isinstance(first.get(k), h5py.Dataset))
+                if not features:
+                    raise SchemaError(f"group {groups[0]} in {name} holds no datasets; "
+                                      "name them with --feature NAME=relative/path")
+            rows = resolve_rows(row_spec, len(groups), h5file=h5, where=name)
+            for index in np.unique(rows):
+                group = h5[groups[index]]
+                gwhere = f"group {groups[index]} of {name}"
+                for spec in features:
+                    ds = get_dataset(group, spec.path.lstrip("/"), where=gwhere,
+                                     option=f"feature {spec.name!r}")
+                    where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
+                    if spec.name not in schemas:
+                        ensure_filters(ds, where=name)
+                        schemas[spec.name] = FeatureSchema(
+                            spec.name, spec.path, ds.dtype.str,
+                            stored_type(ds.dtype, where=where), ds.shape, True)
+                    known = schemas[spec.name]
+                    if stored_type(ds.dtype, where=where).dtype != known.stored.dtype:
+                        raise SchemaError(f"{where} has dtype {ds.dtype}, but other examples have "
+                                          f"{known.stored.dtype}")
+                    if ds.ndim != len(known.shape):
+                        raise SchemaError(f"{where} has {ds.ndim} dimensions, but other examples "
+                                          f"have {len(known.shape)}")
+                    shapes[spec.name].append(ds.shape)
+        stat = os.stat(path)
+        files.append(SourceFile(path, stat.st_size, stat.st_mtime, len(groups), rows,
+                                groups=tuple(groups)))
+    merged = tuple(
+        FeatureSchema(s.name, s.source, s.source_dtype, s.stored,
+                      merge_shapes(shapes[s.name]), True)
+        for s in schemas.values()
+    )
+    return SourceSet("groups", tuple(files), merged, group_pattern=config.groups)
+
+
+def merge_shapes(shapes: list[tuple[int | None, ...]]) -> Shape:
+    """One shape for many: dimensions that differ (or are already unknown) become None."""
+    first = shapes[0]
+    return tuple(d if all(s[i] == d for s in shapes) else None for i, d in enumerate(first))

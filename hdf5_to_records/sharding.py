@@ -1,0 +1,86 @@
+"""Shard arithmetic: pure functions, tested from a table of cases."""
+
+from __future__ import annotations
+
+import math
+
+DEFAULT_SHARD_BYTES = 128 << 20  # 128 MiB: large sequential reads, yet many shards to interleave
+DEFAULT_RECORD_BYTES = 1 << 20  # 1 MiB: block records parse at ~4.6M small rows/s (issue 2)
+MAX_RECORD_BYTES = (2 << 30) - (64 << 20)  # protobuf parsers refuse messages >= 2 GiB
+
+
+def shard_bounds(num_examples: int, num_shards: int) -> list[tuple[int, int]]:
+    """Split ``num_examples`` into ``num_shards`` contiguous ``(start, stop)`` ranges.
+
+    Boundaries are ``round(n * i / k)`` as in TFDS, so sizes differ by at most one.
+    """
+    if num_shards < 1:
+        raise ValueError("num_shards must be >= 1")
+    cuts = [round(num_examples * i / num_shards) for i in range(num_shards + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def choose_num_shards(
+    num_examples: int,
+    total_bytes: int,
+    *,
+    shard_bytes: int | None,
+    num_shards: int | None,
+    min_shards: int = 1,
+) -> int:
+    """How many shards one split gets.
+
+    An explicit ``num_shards`` wins. Otherwise aim at ``shard_bytes`` per shard (default
+    128 MiB) and at least ``min_shards`` (the worker count), never more shards than
+    examples, and at least one shard even for an empty split.
+    """
+    if num_shards is not None:
+        return max(1, min(num_shards, max(num_examples, 1)))
+    target = shard_bytes or DEFAULT_SHARD_BYTES
+    by_size = math.ceil(total_bytes / target) if total_bytes else 1
+    wanted = max(by_size, min_shards if shard_bytes is None else 1, 1)
+    return max(1, min(wanted, max(num_examples, 1)))
+
+
+def choose_rows_per_record(example_bytes: int, *, record_bytes: int = DEFAULT_RECORD_BYTES) -> int:
+    """Examples per record so that a record holds about ``record_bytes`` (at least 1)."""
+    if example_bytes <= 0:
+        return 1
+    return max(1, record_bytes // example_bytes)
+
+
+def split_counts(num_examples: int, fractions: list[float]) -> list[int]:
+    """Examples per split for fractions summing to at most 1, by cumulative rounding."""
+    counts, taken, cumulative = [], 0, 0.0
+    for fraction in fractions:
+        cumulative += fraction
+        end = min(num_examples, round(num_examples * cumulative))
+        counts.append(end - taken)
+        taken = end
+    return counts
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte size such as ``256MB``, ``1.5GiB`` or ``1048576`` into bytes.
+
+    Decimal units (KB, MB, GB) are powers of 1000, binary ones (KiB, MiB, GiB) of 1024.
+
+    Raises:
+        ValueError: if the text is not a positive size.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                 "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                 "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+        stripped = text.strip().lower()
+        number = stripped.rstrip("kmgtib")
+        unit = stripped[len(number):]
+        try:
+            value = int(float(number) * units[unit])
+        except (ValueError, KeyError):
+            raise ValueError(f"expected a size such as 256MB or 1GiB, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value

@@ -1,0 +1,180 @@
+"""Execute one :class:`ShardSpec`: read its examples, encode records, write the shard.
+
+Runs inside a worker process (or in-process for ``--workers 1`` and ``ram://``). The
+shard is written under a temporary name in the output directory and renamed when
+complete; the temporary file is removed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import fs
+from .encode import Blocker, encode_block, record_framing
+from .errors import Hdf5ToRecordsError, OutputError
+from .naming import TEMP_SUFFIX
+from .plan import ShardSpec
+from .reading import Column, ShardReader
+from .schema import FeatureSchema, SourceSet, merge_shapes
+from .transform import apply_transform, check_output, load_transform
+
+GZIP_LEVEL = 6  # zlib's default, as TensorFlow's TFRecordWriter uses
+Progress = Callable[[int, int], None]  # (examples, bytes) just written
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """What every shard of one conversion shares; sent once to each worker."""
+
+    output: str
+    sources: SourceSet
+    read_features: tuple[FeatureSchema, ...]  # as read from HDF5
+    features: tuple[FeatureSchema, ...]  # as stored (after the transform, if any)
+    rows_per_record: int
+    compression: str
+    transform: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What the manifest records about one written shard."""
+
+    split: str
+    index: int
+    filename: str
+    num_examples: int
+    num_records: int
+    num_bytes: int
+    sha256: str
+    shapes: dict[str, list[int | None]] = field(default_factory=dict)
+
+
+class _HashingSink:
+    """Counts and hashes the bytes that reach the file."""
+
+    def __init__(self, raw):
+        self.raw, self.size, self.sha = raw, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.raw.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def temp_path(job: Job, spec: ShardSpec) -> str:
+    return fs.join(job.output, "." + spec.filename + TEMP_SUFFIX)
+
+
+def write_shard(job: Job, spec: ShardSpec, reader: ShardReader, *,
+                progress: Progress | None = None, transform=None) -> ShardResult:
+    """Write one shard and return what the manifest needs to know about it.
+
+    Raises:
+        OutputError: the shard cannot be written (permissions, disk full).
+        Hdf5ToRecordsError: from reading, transforming or encoding, with the shard named.
+    """
+    temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
+    observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
+    records = 0
+    try:
+        with fs.open_write(temp) as raw:
+            sink = _HashingSink(raw)
+            stream = (gzip.GzipFile(filename="", fileobj=sink, mode="wb", mtime=0,
+                                    compresslevel=GZIP_LEVEL)
+                      if job.compression == "gzip" else sink)
+            blocker = Blocker(job.rows_per_record)
+
+            def write_blocks(blocks) -> None:
+                nonlocal records
+                for block, count in blocks:
+                    record = encode_block(block, count, job.features)
+                    prefix, suffix = record_framing(record)
+                    stream.write(prefix)
+                    stream.write(record)
+                    stream.write(suffix)
+                    records += 1
+                    if progress is not None:
+                        progress(count, len(record))
+
+            for window in reader.windows(spec.file_ids, spec.rows):
+                columns, n = window.columns, window.stop - window.start
+                if transform is not None:
+                    columns = _transform_window(job, spec, window.start, columns, n, transform)
+                for name, shapes in observed.items():
+                    shapes.extend(np.shape(v) for v in columns[name])
+                write_blocks(blocker.add(columns, n))
+            write_blocks(blocker.flush())
+            if stream is not sink:
+                stream.close()
+        fs.rename(temp, final)
+    except Hdf5ToRecordsError as exc:
+        raise exc.with_context(f"shard {spec.filename}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"no space left on device while writing {spec.filename} in "
+                              f"{job.output}") from None
+        raise OutputError(f"cannot write {spec.filename} in {job.output}: "
+                          f"{exc.strerror or exc}") from None
+    finally:
+        fs.remove(temp)
+    shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
+    return ShardResult(spec.split, spec.index, spec.filename, spec.num_examples, records,
+                       sink.size, sink.sha.hexdigest(), shapes)
+
+
+def _transform_window(job: Job, spec: ShardSpec, start: int, columns: dict[str, Column],
+                      n: int, transform) -> dict[str, list]:
+    out: dict[str, list] = {f.name: [] for f in job.features}
+    for j in range(n):
+        example = {name: np.asarray(col[j]) for name, col in columns.items()}
+        source = job.sources.files[int(spec.file_ids[start + j])]
+        item = "group " + source.groups[int(spec.rows[start + j])] if source.groups else (
+            f"row {int(spec.rows[start + j])}")
+        where = f"example {start + j} of shard {spec.filename} ({os.path.basename(source.path)} "
+        where += f"{item})"
+        result = apply_transform(transform, job.transform, example, where)
+        check_output(result, job.features, job.transform, where)
+        for name, value in result.items():
+            out[name].append(value)
+    return out
+
+
+# Per-process worker state, set once by ``init_worker``.
+_STATE: dict = {}
+
+
+def init_worker(job: Job, queue) -> None:
+    """Pool initializer: keep the job, open nothing yet (files open on first use)."""
+    _STATE.clear()
+    _STATE.update(job=job, queue=queue, reader=ShardReader(job.sources, job.read_features),
+                  transform=load_transform(job.transform) if job.transform else None)
+
+
+def run_in_worker(spec: ShardSpec) -> ShardResult:
+    """Pool task: write one shard, reporting progress through the queue."""
+    queue = _STATE["queue"]
+    pending = [0, 0]
+
+    def progress(examples: int, nbytes: int) -> None:
+        pending[0] += examples
+        pending[1] += nbytes
+        if pending[1] >= 4 << 20 or pending[0] >= 4096:
+            queue.put(tuple(pending))
+            pending[:] = [0, 0]
+
+    result = write_shard(_STATE["job"], spec, _STATE["reader"], progress=progress,
+                         transform=_STATE["transform"])
+    if pending[0]:
+        queue.put(tuple(pending))
+    return result
