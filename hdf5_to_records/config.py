@@ -214,7 +214,7 @@ def build_config(
         kwargs["splits"] = tuple(parse_split(p) for p in _as_pairs(splits, key="splits"))
     if "rows" in merged:
         rows = str(merged.pop("rows"))
-        is_file = rows.startswith("@") and not rows.startswith("@/")
+        is_file = rows.startswith("@") and rows.endswith((".npy", ".txt"))
         kwargs["rows"] = "@" + path_of("rows", rows[1:]) if is_file else rows
     for size_key in ("shard_size",):
         if size_key in merged:

@@ -57,13 +57,15 @@ def convert(
     plan = build_plan(config, sources, features)
     if dry_run:
         return ConvertResult(plan, None, None)
+    if not config.resume:
+        _check_space(config, plan.shards)
     state = prepare_output(config, plan)
     done = state.completed()
     done_names = {r.filename for r in done}
     todo = [s for s in plan.shards if s.filename not in done_names]
-    if done:
+    if config.resume:
         log.info("resuming: %d of %d shards already complete", len(done), len(plan.shards))
-    _check_space(config, todo)
+        _check_space(config, todo)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
     job = Job(config.output, sources, sources.features, features, plan.rows_per_record,

@@ -89,6 +89,9 @@ def free_bytes(path: str) -> int | None:
     """Free space at a local output, or None when it cannot be known."""
     if is_url(path):
         return None
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
     try:
         return shutil.disk_usage(path).free
     except OSError:

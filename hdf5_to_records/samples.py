@@ -15,6 +15,9 @@ import numpy as np
 
 POINTS = 4096
 CHANNELS = 9
+ROW_BYTES = POINTS * CHANNELS * 4 + POINTS  # 151,552 bytes: one row of data (f4) + label (u1)
+CHUNK_ROWS = 16  # rows per chunk in the chunked layouts: 2.4 MB per data chunk
+LAYOUTS = ("contiguous", "chunked", "gzip")
 _BLOCK_ROWS = 64
 
 
@@ -43,21 +46,49 @@ def write_scene_file(path: str, num_rows: int, *, layout: str = "gzip", seed: in
     with h5py.File(path, "w") as h5:
         data = h5.create_dataset(
             "data", (num_rows, POINTS, CHANNELS), np.float32,
-            **({**kwargs, "chunks": (16, POINTS, CHANNELS)} if kwargs else {}))
+            **({**kwargs, "chunks": (CHUNK_ROWS, POINTS, CHANNELS)} if kwargs else {}))
         label = h5.create_dataset(
             "label", (num_rows, POINTS), np.uint8,
-            **({**kwargs, "chunks": (16, POINTS)} if kwargs else {}))
+            **({**kwargs, "chunks": (CHUNK_ROWS, POINTS)} if kwargs else {}))
         for start in range(0, num_rows, _BLOCK_ROWS):
             stop = min(num_rows, start + _BLOCK_ROWS)
             data[start:stop], label[start:stop] = scene_rows(start, stop, seed=seed)
     return path
 
 
+def scene_file_layout(path: str) -> tuple[int, str] | None:
+    """``(rows, layout)`` of a file written by :func:`write_scene_file`, else ``None``.
+
+    ``None`` also for a missing, truncated or differently shaped file, so callers that
+    cache samples (the benchmarks) can tell whether an existing file can be reused.
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            data, label = h5["data"], h5["label"]
+            rows = data.shape[0]
+            if (data.shape[1:], data.dtype, label.shape, label.dtype) != (
+                    (POINTS, CHANNELS), np.float32, (rows, POINTS), np.uint8):
+                return None
+            if data.chunks is None:
+                kind = "contiguous"
+            elif data.chunks[0] != CHUNK_ROWS:
+                return None
+            elif data.compression == "gzip" and data.shuffle:
+                kind = "gzip"
+            elif data.compression is None:
+                kind = "chunked"
+            else:
+                return None
+            return rows, kind
+    except (OSError, KeyError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path")
     parser.add_argument("--rows", type=int, default=300)
-    parser.add_argument("--layout", choices=["contiguous", "chunked", "gzip"], default="gzip")
+    parser.add_argument("--layout", choices=LAYOUTS, default="gzip")
     args = parser.parse_args()
     write_scene_file(args.path, args.rows, layout=args.layout)
     print(f"wrote {args.path}: {args.rows} scene rows ({args.layout})")

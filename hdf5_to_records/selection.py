@@ -32,7 +32,8 @@ def parse_rows(text: str) -> RowSpec:
         UsageError: the spec is malformed.
     """
     stripped = text.strip()
-    if stripped.startswith("@/"):
+    # "@/abs/rows.npy" is a file; "@/path/in/h5" without .npy/.txt is a dataset.
+    if stripped.startswith("@/") and not stripped.endswith((".npy", ".txt")):
         return RowSpec(text, dataset=stripped[1:])
     if stripped.startswith("@"):
         path = stripped[1:]

@@ -1,0 +1,48 @@
+import pytest
+
+from hdf5_to_records.errors import UsageError
+from hdf5_to_records.naming import ShardedFileTemplate, ShardName, check_name, is_output_file
+
+
+def test_filename_format():
+    template = ShardedFileTemplate("scenes")
+    assert template.filename("train", 3, 16) == "scenes-train.tfrecord-00003-of-00016"
+
+
+def test_parse_round_trip():
+    template = ShardedFileTemplate("my_data.v2")
+    name = template.filename("test", 0, 100000)
+    assert template.parse(name) == ShardName("my_data.v2", "test", 0, 100000)
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["other-train.tfrecord-00000-of-00001", "scenes-train.tfrecord-00000", "manifest.json",
+     ".scenes-train.tfrecord-00000-of-00001.incomplete"],
+)
+def test_parse_rejects_foreign_names(filename):
+    assert ShardedFileTemplate("scenes").parse(filename) is None
+
+
+def test_index_out_of_range():
+    with pytest.raises(ValueError):
+        ShardedFileTemplate("x").filename("train", 2, 2)
+
+
+@pytest.mark.parametrize("bad", ["", "a-b", "-x", "a b", "a/b"])
+def test_dataset_names_that_would_make_shard_names_ambiguous(bad):
+    with pytest.raises(UsageError, match="dataset name"):
+        ShardedFileTemplate(bad)
+
+
+def test_split_names_have_no_dots():
+    assert check_name("train_1", what="split") == "train_1"
+    with pytest.raises(UsageError, match="split name"):
+        check_name("a.b", what="split")
+
+
+def test_output_files_are_recognised():
+    template = ShardedFileTemplate("d")
+    assert is_output_file(template.filename("train", 0, 1))
+    assert is_output_file(template.temp_filename("train", 0, 1))
+    assert not is_output_file("notes.txt")
