@@ -11,14 +11,32 @@ import importlib
 from ._version import __version__
 
 _EXPORTS = {
-    "ConvertConfig": "config", "FeatureSpec": "config", "SplitSpec": "config",
-    "build_config": "config", "convert": "convert", "ConvertResult": "convert",
-    "read_manifest": "manifest", "describe_file": "inspect",
-    **{name: "errors" for name in (
-        "Hdf5ToRecordsError", "UsageError", "SourceNotFound", "SourceUnreadable",
-        "DatasetNotFound", "SchemaError", "SelectionError", "UnsupportedDtype",
-        "FilterUnavailable", "RecordTooLarge", "TransformError", "OutputError",
-        "ManifestError")},
+    "ConvertConfig": "config",
+    "FeatureSpec": "config",
+    "SplitSpec": "config",
+    "build_config": "config",
+    "convert": "convert",
+    "ConvertResult": "convert",
+    "read_manifest": "manifest",
+    "describe_file": "inspect",
+    **{
+        name: "errors"
+        for name in (
+            "Hdf5ToRecordsError",
+            "UsageError",
+            "SourceNotFound",
+            "SourceUnreadable",
+            "DatasetNotFound",
+            "SchemaError",
+            "SelectionError",
+            "UnsupportedDtype",
+            "FilterUnavailable",
+            "RecordTooLarge",
+            "TransformError",
+            "OutputError",
+            "ManifestError",
+        )
+    },
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -23,8 +23,7 @@ log = logging.getLogger("hdf5_to_records")
 class _Main(click.Group):
     """Prints click's own usage errors as one line too, for scripts and CI logs."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
@@ -67,8 +66,8 @@ def _errors(debug: bool):
             raise
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise click.ClickException(
-            f"internal error: {type(exc).__name__}: {detail} (rerun with --debug for the "
-            "traceback)") from None
+            f"internal error: {type(exc).__name__}: {detail} (rerun with --debug for the traceback)"
+        ) from None
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,48 +82,90 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("sources", nargs=-1)
 @click.option("-o", "--output", help="Output directory (or any tf.io.gfile URL).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="YAML file with any of these options; flags override it.")
-@click.option("--feature", "feature", multiple=True, metavar="NAME=/PATH",
-              help="Dataset to store as feature NAME (repeatable). Default: every root "
-                   "dataset sharing the common axis-0 length.")
-@click.option("--rows", metavar="SPEC",
-              help="Rows per file: slices (100:5000, ::10, comma lists), @rows.npy, "
-                   "@rows.txt or @/index_or_mask_dataset.")
-@click.option("--groups", metavar="PATTERN",
-              help="Treat each group matching PATTERN (e.g. /scenes/*) as one example.")
-@click.option("--transform", metavar="MODULE:FUNCTION",
-              help="Function applied to each example (dict of arrays) in the workers.")
-@click.option("--split", "split", multiple=True, metavar="NAME=FRACTION",
-              help="Random split of the examples, seeded by --seed (repeatable). "
-                   "Default: everything in 'train'.")
-@click.option("--shuffle/--no-shuffle", default=None,
-              help="Write examples in a seeded global random order.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="YAML file with any of these options; flags override it.",
+)
+@click.option(
+    "--feature",
+    "feature",
+    multiple=True,
+    metavar="NAME=/PATH",
+    help="Dataset to store as feature NAME (repeatable). Default: every root "
+    "dataset sharing the common axis-0 length.",
+)
+@click.option(
+    "--rows",
+    metavar="SPEC",
+    help="Rows per file: slices (100:5000, ::10, comma lists), @rows.npy, "
+    "@rows.txt or @/index_or_mask_dataset.",
+)
+@click.option(
+    "--groups",
+    metavar="PATTERN",
+    help="Treat each group matching PATTERN (e.g. /scenes/*) as one example.",
+)
+@click.option(
+    "--transform",
+    metavar="MODULE:FUNCTION",
+    help="Function applied to each example (dict of arrays) in the workers.",
+)
+@click.option(
+    "--split",
+    "split",
+    multiple=True,
+    metavar="NAME=FRACTION",
+    help="Random split of the examples, seeded by --seed (repeatable). "
+    "Default: everything in 'train'.",
+)
+@click.option(
+    "--shuffle/--no-shuffle", default=None, help="Write examples in a seeded global random order."
+)
 @click.option("--seed", type=int, help="Seed for --split and --shuffle (default 0).")
 @click.option("--num-shards", type=int, help="Shards per split.")
-@click.option("--shard-size", metavar="SIZE",
-              help="Target shard size, e.g. 256MB (default 128MiB, and at least one shard "
-                   "per worker).")
+@click.option(
+    "--shard-size",
+    metavar="SIZE",
+    help="Target shard size, e.g. 256MB (default 128MiB, and at least one shard per worker).",
+)
 @click.option("--name", help="Dataset name in shard file names (default: output dir name).")
-@click.option("--compression", type=click.Choice(["none", "gzip"]),
-              help="TFRecord compression (default none).")
-@click.option("--rows-per-record", type=int, metavar="K",
-              help="Examples per record (default: about 1 MiB per record).")
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip"]),
+    help="TFRecord compression (default none).",
+)
+@click.option(
+    "--rows-per-record",
+    type=int,
+    metavar="K",
+    help="Examples per record (default: about 1 MiB per record).",
+)
 @click.option("--workers", type=int, help="Worker processes (default: CPU count).")
-@click.option("--overwrite", is_flag=True, default=None,
-              help="Replace the output directory's contents.")
-@click.option("--resume", is_flag=True, default=None,
-              help="Finish an interrupted run: keep complete shards that match the plan.")
+@click.option(
+    "--overwrite", is_flag=True, default=None, help="Replace the output directory's contents."
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=None,
+    help="Finish an interrupted run: keep complete shards that match the plan.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @_debug_option
 @click.pass_context
-def convert(ctx: click.Context, config_file: str | None, dry_run: bool, debug: bool,
-            **options) -> None:
+def convert(
+    ctx: click.Context, config_file: str | None, dry_run: bool, debug: bool, **options
+) -> None:
     """Convert SOURCES (HDF5 files or globs) into sharded TFRecord files in --output."""
     from click.core import ParameterSource
 
-    given = {k: v for k, v in options.items()
-             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+    given = {
+        k: v
+        for k, v in options.items()
+        if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)
+    }
     if "sources" in given and not given["sources"]:
         del given["sources"]
     with _errors(debug):
@@ -135,15 +176,15 @@ def convert(ctx: click.Context, config_file: str | None, dry_run: bool, debug: b
         bar = _ProgressBar()
         started = time.perf_counter()
         try:
-            result = run_convert(config, dry_run=dry_run, on_start=bar.start,
-                                 progress=bar.advance)
+            result = run_convert(config, dry_run=dry_run, on_start=bar.start, progress=bar.advance)
         finally:
             bar.close()
         if dry_run:
             _print_plan(result.plan.summary())
             return
-        _print_result(result.manifest, config.output, time.perf_counter() - started,
-                      result.skipped_shards)
+        _print_result(
+            result.manifest, config.output, time.perf_counter() - started, result.skipped_shards
+        )
 
 
 class _ProgressBar:
@@ -159,8 +200,15 @@ class _ProgressBar:
         from tqdm import tqdm
 
         self._t0 = time.perf_counter()
-        self._bar = tqdm(total=examples, unit="ex", unit_scale=True, dynamic_ncols=True,
-                         desc="converting", disable=None, file=sys.stderr)
+        self._bar = tqdm(
+            total=examples,
+            unit="ex",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc="converting",
+            disable=None,
+            file=sys.stderr,
+        )
 
     def advance(self, examples: int, nbytes: int) -> None:
         if self._bar is None:
@@ -170,8 +218,9 @@ class _ProgressBar:
         now = time.perf_counter()
         if now - self._last > 0.5:
             self._last = now
-            self._bar.set_postfix_str(f"{self._bytes / 1e6 / max(now - self._t0, 1e-9):.0f} MB/s",
-                                      refresh=False)
+            self._bar.set_postfix_str(
+                f"{self._bytes / 1e6 / max(now - self._t0, 1e-9):.0f} MB/s", refresh=False
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -179,13 +228,17 @@ class _ProgressBar:
 
 
 def _print_plan(summary: dict) -> None:
-    click.echo(f"plan for {summary['name']}: {summary['sources']} source file(s), "
-               f"{summary['rows_per_record']} example(s) per record")
+    click.echo(
+        f"plan for {summary['name']}: {summary['sources']} source file(s), "
+        f"{summary['rows_per_record']} example(s) per record"
+    )
     for name, feature in summary["features"].items():
         click.echo(f"  feature {name}: {feature['dtype']} {tuple(feature['shape'])}")
     for split, info in summary["splits"].items():
-        click.echo(f"  split {split}: {info['examples']} examples, {info['shards']} shard(s), "
-                   f"{info['records']} records, ~{info['est_bytes'] / 1e6:.1f} MB")
+        click.echo(
+            f"  split {split}: {info['examples']} examples, {info['shards']} shard(s), "
+            f"{info['records']} records, ~{info['est_bytes'] / 1e6:.1f} MB"
+        )
         for filename in info["files"][:3]:
             click.echo(f"    {filename}")
         if len(info["files"]) > 3:
@@ -195,12 +248,13 @@ def _print_plan(summary: dict) -> None:
 def _print_result(manifest: dict, output: str, seconds: float, skipped: int) -> None:
     total = sum(s["num_bytes"] for s in manifest["splits"].values())
     examples = sum(s["num_examples"] for s in manifest["splits"].values())
-    click.echo(f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
-               f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
-               + (f"; {skipped} shard(s) were already complete" if skipped else ""))
+    click.echo(
+        f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
+        f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+        + (f"; {skipped} shard(s) were already complete" if skipped else "")
+    )
     for split, info in manifest["splits"].items():
-        click.echo(f"  {split}: {info['num_examples']} examples in {len(info['shards'])} "
-                   f"shard(s)")
+        click.echo(f"  {split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
 
 
 @main.command()

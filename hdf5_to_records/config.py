@@ -179,9 +179,7 @@ def _resolve_path(path: str, base_dir: str | None) -> str:
 _KEYS = {f.name for f in fields(ConvertConfig)} | {"feature", "split", "source"}
 
 
-def build_config(
-    options: Mapping[str, Any], *, yaml_path: str | None = None
-) -> ConvertConfig:
+def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) -> ConvertConfig:
     """Merge a YAML config file (if any) with command-line ``options`` into a config.
 
     ``options`` holds only the flags the user actually gave; they override the file.

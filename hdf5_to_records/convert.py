@@ -68,10 +68,18 @@ def convert(
         _check_space(config, todo)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
-    job = Job(config.output, sources, sources.features, features, plan.rows_per_record,
-              config.compression, config.transform)
-    results = done + execute(job, todo, workers=config.workers, progress=progress,
-                             on_result=state.record)
+    job = Job(
+        config.output,
+        sources,
+        sources.features,
+        features,
+        plan.rows_per_record,
+        config.compression,
+        config.transform,
+    )
+    results = done + execute(
+        job, todo, workers=config.workers, progress=progress, on_result=state.record
+    )
     manifest = build_manifest(config, plan, results)
     path = write_manifest(config.output, manifest)
     state.finish()
@@ -100,5 +108,7 @@ def _check_space(config: ConvertConfig, todo) -> None:
     free = fs.free_bytes(config.output)
     need = sum(s.est_bytes for s in todo)
     if free is not None and config.compression == "none" and need > free:
-        raise OutputError(f"--output {config.output}: needs about {need / 1e6:.0f} MB but only "
-                          f"{free / 1e6:.0f} MB is free")
+        raise OutputError(
+            f"--output {config.output}: needs about {need / 1e6:.0f} MB but only "
+            f"{free / 1e6:.0f} MB is free"
+        )

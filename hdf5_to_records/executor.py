@@ -25,9 +25,14 @@ Progress = Callable[[int, int], None]
 OnResult = Callable[[ShardResult], None]
 
 
-def execute(job: Job, specs: Sequence[ShardSpec], *, workers: int,
-            progress: Progress | None = None,
-            on_result: OnResult | None = None) -> list[ShardResult]:
+def execute(
+    job: Job,
+    specs: Sequence[ShardSpec],
+    *,
+    workers: int,
+    progress: Progress | None = None,
+    on_result: OnResult | None = None,
+) -> list[ShardResult]:
     """Write every shard in ``specs``; return their results in completion order.
 
     ``on_result`` is called in this process as each shard completes (used to record

@@ -23,8 +23,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
-def build_manifest(config: ConvertConfig, plan: Plan,
-                   results: list[ShardResult]) -> dict[str, Any]:
+def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]) -> dict[str, Any]:
     """The manifest for a finished conversion (shards in split and index order)."""
     by_name = {r.filename: r for r in results}
     features = []
@@ -33,18 +32,23 @@ def build_manifest(config: ConvertConfig, plan: Plan,
         if feature.ragged:
             observed = [by_name[s.filename].shapes.get(feature.name) for s in plan.shards]
             observed = [o for o in observed if o is not None]
-            shape = [d if all(o[i] == d for o in observed) else None
-                     for i, d in enumerate(observed[0])] if observed else shape
-        features.append({
-            "name": feature.name,
-            "dtype": feature.stored.dtype,
-            "shape": shape,
-            "encoding": feature.stored.encoding,
-            "ragged": feature.ragged,
-            "source": feature.source,
-            "source_dtype": feature.source_dtype,
-            "storage": "copy",
-        })
+            shape = (
+                [d if all(o[i] == d for o in observed) else None for i, d in enumerate(observed[0])]
+                if observed
+                else shape
+            )
+        features.append(
+            {
+                "name": feature.name,
+                "dtype": feature.stored.dtype,
+                "shape": shape,
+                "encoding": feature.stored.encoding,
+                "ragged": feature.ragged,
+                "source": feature.source,
+                "source_dtype": feature.source_dtype,
+                "storage": "copy",
+            }
+        )
     splits = {}
     for split in plan.split_names:
         specs = plan.split_shards(split)
@@ -53,19 +57,33 @@ def build_manifest(config: ConvertConfig, plan: Plan,
             "num_examples": sum(r.num_examples for r in shards),
             "num_records": sum(r.num_records for r in shards),
             "num_bytes": sum(r.num_bytes for r in shards),
-            "shards": [{"file": r.filename, "num_examples": r.num_examples,
-                        "num_records": r.num_records, "num_bytes": r.num_bytes,
-                        "sha256": r.sha256, "shapes": r.shapes, "fingerprint": s.fingerprint}
-                       for r, s in zip(shards, specs)],
+            "shards": [
+                {
+                    "file": r.filename,
+                    "num_examples": r.num_examples,
+                    "num_records": r.num_records,
+                    "num_bytes": r.num_bytes,
+                    "sha256": r.sha256,
+                    "shapes": r.shapes,
+                    "fingerprint": s.fingerprint,
+                }
+                for r, s in zip(shards, specs)
+            ],
         }
-    sources = [{
-        "path": f.path,
-        "size": f.size,
-        "mtime": f.mtime,
-        "num_items": f.num_items,
-        "selection": {"rows": config.rows, "groups": config.groups,
-                      "num_selected": int(f.rows.size)},
-    } for f in plan.sources.files]
+    sources = [
+        {
+            "path": f.path,
+            "size": f.size,
+            "mtime": f.mtime,
+            "num_items": f.num_items,
+            "selection": {
+                "rows": config.rows,
+                "groups": config.groups,
+                "num_selected": int(f.rows.size),
+            },
+        }
+        for f in plan.sources.files
+    ]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -73,8 +91,12 @@ def build_manifest(config: ConvertConfig, plan: Plan,
         "tool_version": __version__,
         "mode": plan.sources.mode,
         "compression": plan.compression,
-        "records": {"rows_per_record": plan.rows_per_record, "count_key": COUNT_KEY,
-                    "shape_suffix": SHAPE_SUFFIX, "byte_order": "little"},
+        "records": {
+            "rows_per_record": plan.rows_per_record,
+            "count_key": COUNT_KEY,
+            "shape_suffix": SHAPE_SUFFIX,
+            "byte_order": "little",
+        },
         "features": features,
         "splits": splits,
         "sources": sources,
@@ -106,15 +128,18 @@ def read_manifest(directory: str) -> dict[str, Any]:
         with fs.open_read(path) as handle:
             data = json.loads(handle.read())
     except (FileNotFoundError, NotADirectoryError):
-        raise ManifestError(f"no manifest at {path}: not a converted dataset, or the "
-                            "conversion did not finish") from None
+        raise ManifestError(
+            f"no manifest at {path}: not a converted dataset, or the conversion did not finish"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{path} is not an hdf5-to-records manifest")
     if data.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(f"{path} has format version {data.get('format_version')}; this "
-                            f"tool reads version {FORMAT_VERSION}")
+        raise ManifestError(
+            f"{path} has format version {data.get('format_version')}; this "
+            f"tool reads version {FORMAT_VERSION}"
+        )
     return data
 
 

@@ -77,8 +77,10 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
         existing = fs.listdir(out) if fs.exists(out) else []
         done: dict[str, dict] = {}
         if existing and not (config.overwrite or config.resume):
-            raise OutputError(f"--output {out}: directory is not empty; pass --overwrite to "
-                              "replace its contents or --resume to finish an interrupted run")
+            raise OutputError(
+                f"--output {out}: directory is not empty; pass --overwrite to "
+                "replace its contents or --resume to finish an interrupted run"
+            )
         if config.resume:
             done = _previous_results(out, existing)
         fs.remove(fs.join(out, MANIFEST_NAME))
@@ -118,10 +120,15 @@ def _previous_results(out: str, existing: list[str]) -> dict[str, dict]:
             for i, shard in enumerate(info.get("shards", [])):
                 if "fingerprint" in shard:
                     done[shard["file"]] = {
-                        "split": split, "index": i, "filename": shard["file"],
+                        "split": split,
+                        "index": i,
+                        "filename": shard["file"],
                         "num_examples": shard["num_examples"],
-                        "num_records": shard["num_records"], "num_bytes": shard["num_bytes"],
-                        "sha256": shard["sha256"], "shapes": shard.get("shapes", {}),
-                        "fingerprint": shard["fingerprint"]}
+                        "num_records": shard["num_records"],
+                        "num_bytes": shard["num_bytes"],
+                        "sha256": shard["sha256"],
+                        "shapes": shard.get("shapes", {}),
+                        "fingerprint": shard["fingerprint"],
+                    }
         return done
     raise OutputError(f"--resume: {out} holds no interrupted or finished conversion to resume")

@@ -50,8 +50,10 @@ class ShardSpec:
         breaks = np.flatnonzero((np.diff(self.rows) != 1) | (np.diff(self.file_ids) != 0)) + 1
         starts = np.concatenate([[0], breaks])
         stops = np.concatenate([breaks, [self.rows.size]])
-        return [(int(self.file_ids[a]), int(self.rows[a]), int(self.rows[b - 1]) + 1)
-                for a, b in zip(starts, stops)]
+        return [
+            (int(self.file_ids[a]), int(self.rows[a]), int(self.rows[b - 1]) + 1)
+            for a, b in zip(starts, stops)
+        ]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,10 +83,15 @@ class Plan:
                 "est_bytes": sum(s.est_bytes for s in shards),
                 "files": [s.filename for s in shards],
             }
-        return {"name": self.name, "rows_per_record": self.rows_per_record,
-                "features": {f.name: {"dtype": f.stored.dtype, "shape": list(f.shape)}
-                             for f in self.features},
-                "sources": len(self.sources.files), "splits": splits}
+        return {
+            "name": self.name,
+            "rows_per_record": self.rows_per_record,
+            "features": {
+                f.name: {"dtype": f.stored.dtype, "shape": list(f.shape)} for f in self.features
+            },
+            "sources": len(self.sources.files),
+            "splits": splits,
+        }
 
 
 def build_plan(
@@ -96,8 +103,9 @@ def build_plan(
     gives each split a seeded random order. ``features`` is the output schema (after any
     transform), which sets the record size.
     """
-    file_ids = np.concatenate([np.full(f.rows.size, i, np.int32)
-                               for i, f in enumerate(sources.files)])
+    file_ids = np.concatenate(
+        [np.full(f.rows.size, i, np.int32) for i, f in enumerate(sources.files)]
+    )
     rows = np.concatenate([f.rows for f in sources.files])
     total = rows.size
     example_bytes = max(1, sum(f.example_bytes() for f in features))
@@ -119,8 +127,12 @@ def build_plan(
         if config.shuffle:
             members = members[shuffle_rng.permutation(members.size)]
         num_shards = choose_num_shards(
-            members.size, members.size * example_bytes, shard_bytes=config.shard_size,
-            num_shards=config.num_shards, min_shards=config.workers)
+            members.size,
+            members.size * example_bytes,
+            shard_bytes=config.shard_size,
+            num_shards=config.num_shards,
+            min_shards=config.workers,
+        )
         for index, (a, b) in enumerate(shard_bounds(members.size, num_shards)):
             ids, sel = file_ids[members[a:b]], rows[members[a:b]]
             filename = template.filename(split.name, index, num_shards)
@@ -128,21 +140,48 @@ def build_plan(
             digest.update(filename.encode())
             digest.update(ids.tobytes())
             digest.update(sel.tobytes())
-            shards.append(ShardSpec(split.name, index, num_shards, filename, ids, sel,
-                                    -(-(b - a) // rows_per_record), (b - a) * example_bytes,
-                                    digest.hexdigest()))
-    return Plan(template.name, sources, features, rows_per_record, config.compression,
-                tuple(shards), tuple(s.name for s in config.splits))
+            shards.append(
+                ShardSpec(
+                    split.name,
+                    index,
+                    num_shards,
+                    filename,
+                    ids,
+                    sel,
+                    -(-(b - a) // rows_per_record),
+                    (b - a) * example_bytes,
+                    digest.hexdigest(),
+                )
+            )
+    return Plan(
+        template.name,
+        sources,
+        features,
+        rows_per_record,
+        config.compression,
+        tuple(shards),
+        tuple(s.name for s in config.splits),
+    )
 
 
-def _plan_digest(config: ConvertConfig, sources: SourceSet,
-                 features: tuple[FeatureSchema, ...], rows_per_record: int) -> str:
+def _plan_digest(
+    config: ConvertConfig,
+    sources: SourceSet,
+    features: tuple[FeatureSchema, ...],
+    rows_per_record: int,
+) -> str:
     """Everything besides the row lists that changes a shard's bytes."""
-    return json.dumps({
-        "sources": [[f.path, f.size, f.mtime] for f in sources.files],
-        "mode": sources.mode, "groups": sources.group_pattern,
-        "features": [[f.name, f.source, f.stored.dtype, list(f.shape), f.ragged]
-                     for f in features],
-        "rows_per_record": rows_per_record, "compression": config.compression,
-        "transform": config.transform,
-    }, sort_keys=True)
+    return json.dumps(
+        {
+            "sources": [[f.path, f.size, f.mtime] for f in sources.files],
+            "mode": sources.mode,
+            "groups": sources.group_pattern,
+            "features": [
+                [f.name, f.source, f.stored.dtype, list(f.shape), f.ragged] for f in features
+            ],
+            "rows_per_record": rows_per_record,
+            "compression": config.compression,
+            "transform": config.transform,
+        },
+        sort_keys=True,
+    )

@@ -102,19 +102,29 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
         with open_h5(path) as h5:
             if not features:
                 features = _auto_features(h5, name)
-            datasets = {f.name: get_dataset(h5, f.path, where=name, option=f"feature {f.name!r}")
-                        for f in features}
+            datasets = {
+                f.name: get_dataset(h5, f.path, where=name, option=f"feature {f.name!r}")
+                for f in features
+            }
             lengths = {}
             chunk_rows = 1
             for spec in features:
                 ds = datasets[spec.name]
                 where = f"feature {spec.name!r}: dataset {spec.path} in {name}"
                 if ds.ndim == 0:
-                    raise SchemaError(f"{where} is scalar; row features need at least one axis "
-                                      "(use --groups for one example per group)")
+                    raise SchemaError(
+                        f"{where} is scalar; row features need at least one axis "
+                        "(use --groups for one example per group)"
+                    )
                 ensure_filters(ds, where=name)
-                schema = FeatureSchema(spec.name, spec.path, ds.dtype.str,
-                                       stored_type(ds.dtype, where=where), ds.shape[1:], False)
+                schema = FeatureSchema(
+                    spec.name,
+                    spec.path,
+                    ds.dtype.str,
+                    stored_type(ds.dtype, where=where),
+                    ds.shape[1:],
+                    False,
+                )
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
                 lengths[spec.path] = ds.shape[0]
                 chunk_rows = max(chunk_rows, layout(ds).chunk_rows)
@@ -124,8 +134,9 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
             num_rows = next(iter(lengths.values()))
             rows = resolve_rows(row_spec, num_rows, h5file=h5, where=name)
         stat = os.stat(path)
-        files.append(SourceFile(path, stat.st_size, stat.st_mtime, num_rows, rows,
-                                chunk_rows=chunk_rows))
+        files.append(
+            SourceFile(path, stat.st_size, stat.st_mtime, num_rows, rows, chunk_rows=chunk_rows)
+        )
     return SourceSet("rows", tuple(files), tuple(schemas.values()))
 
 
@@ -151,11 +162,13 @@ def _auto_features(h5: h5py.File, name: str) -> tuple[FeatureSpec, ...]:
 
 def _check_consistent(first: FeatureSchema, other: FeatureSchema, where: str) -> None:
     if first.stored.dtype != other.stored.dtype:
-        raise SchemaError(f"{where} has dtype {other.stored.dtype}, but earlier sources have "
-                          f"{first.stored.dtype}")
+        raise SchemaError(
+            f"{where} has dtype {other.stored.dtype}, but earlier sources have {first.stored.dtype}"
+        )
     if first.shape != other.shape:
-        raise SchemaError(f"{where} has rows of shape {other.shape}, but earlier sources have "
-                          f"{first.shape}")
+        raise SchemaError(
+            f"{where} has rows of shape {other.shape}, but earlier sources have {first.shape}"
+        )
 
 
 def match_groups(h5: h5py.File, pattern: str) -> list[str]:
@@ -186,38 +199,55 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
                 raise UsageError(f"--groups {config.groups!r} matches no groups in {name}")
             if not features:
                 first = h5[groups[0]]
-                features = tuple(FeatureSpec(k, k) for k in sorted(first.keys())
-                                 if isinstance(first.get(k), h5py.Dataset))
+                features = tuple(
+                    FeatureSpec(k, k)
+                    for k in sorted(first.keys())
+                    if isinstance(first.get(k), h5py.Dataset)
+                )
                 if not features:
-                    raise SchemaError(f"group {groups[0]} in {name} holds no datasets; "
-                                      "name them with --feature NAME=relative/path")
+                    raise SchemaError(
+                        f"group {groups[0]} in {name} holds no datasets; "
+                        "name them with --feature NAME=relative/path"
+                    )
             rows = resolve_rows(row_spec, len(groups), h5file=h5, where=name)
             for index in np.unique(rows):
                 group = h5[groups[index]]
                 gwhere = f"group {groups[index]} of {name}"
                 for spec in features:
-                    ds = get_dataset(group, spec.path.lstrip("/"), where=gwhere,
-                                     option=f"feature {spec.name!r}")
+                    ds = get_dataset(
+                        group, spec.path.lstrip("/"), where=gwhere, option=f"feature {spec.name!r}"
+                    )
                     where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
                     if spec.name not in schemas:
                         ensure_filters(ds, where=name)
                         schemas[spec.name] = FeatureSchema(
-                            spec.name, spec.path, ds.dtype.str,
-                            stored_type(ds.dtype, where=where), ds.shape, True)
+                            spec.name,
+                            spec.path,
+                            ds.dtype.str,
+                            stored_type(ds.dtype, where=where),
+                            ds.shape,
+                            True,
+                        )
                     known = schemas[spec.name]
                     if stored_type(ds.dtype, where=where).dtype != known.stored.dtype:
-                        raise SchemaError(f"{where} has dtype {ds.dtype}, but other examples have "
-                                          f"{known.stored.dtype}")
+                        raise SchemaError(
+                            f"{where} has dtype {ds.dtype}, but other examples have "
+                            f"{known.stored.dtype}"
+                        )
                     if ds.ndim != len(known.shape):
-                        raise SchemaError(f"{where} has {ds.ndim} dimensions, but other examples "
-                                          f"have {len(known.shape)}")
+                        raise SchemaError(
+                            f"{where} has {ds.ndim} dimensions, but other examples "
+                            f"have {len(known.shape)}"
+                        )
                     shapes[spec.name].append(ds.shape)
         stat = os.stat(path)
-        files.append(SourceFile(path, stat.st_size, stat.st_mtime, len(groups), rows,
-                                groups=tuple(groups)))
+        files.append(
+            SourceFile(path, stat.st_size, stat.st_mtime, len(groups), rows, groups=tuple(groups))
+        )
     merged = tuple(
-        FeatureSchema(s.name, s.source, s.source_dtype, s.stored,
-                      merge_shapes(shapes[s.name]), True)
+        FeatureSchema(
+            s.name, s.source, s.source_dtype, s.stored, merge_shapes(shapes[s.name]), True
+        )
         for s in schemas.values()
     )
     return SourceSet("groups", tuple(files), merged, group_pattern=config.groups)

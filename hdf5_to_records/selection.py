@@ -102,7 +102,9 @@ def _resolve_piece(piece, num_rows: int, spec: RowSpec, where: str) -> np.ndarra
 def _check_indices(rows: np.ndarray, num_rows: int, spec: RowSpec, where: str) -> np.ndarray:
     rows = np.asarray(rows)
     if rows.dtype.kind not in "iu":
-        raise SelectionError(f"--rows {spec.text!r}: expected integer row indices, got {rows.dtype}")
+        raise SelectionError(
+            f"--rows {spec.text!r}: expected integer row indices, got {rows.dtype}"
+        )
     rows = rows.astype(np.int64).ravel()
     bad = (rows < -num_rows) | (rows >= num_rows)
     if bad.any():

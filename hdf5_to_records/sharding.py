@@ -71,12 +71,24 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, int):
         value = text
     else:
-        units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-                 "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
-                 "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+        units = {
+            "": 1,
+            "b": 1,
+            "kb": 10**3,
+            "mb": 10**6,
+            "gb": 10**9,
+            "tb": 10**12,
+            "k": 1 << 10,
+            "m": 1 << 20,
+            "g": 1 << 30,
+            "kib": 1 << 10,
+            "mib": 1 << 20,
+            "gib": 1 << 30,
+            "tib": 1 << 40,
+        }
         stripped = text.strip().lower()
         number = stripped.rstrip("kmgtib")
-        unit = stripped[len(number):]
+        unit = stripped[len(number) :]
         try:
             value = int(float(number) * units[unit])
         except (ValueError, KeyError):

@@ -13,16 +13,21 @@ from .manifest import read_manifest
 def summarize(directory: str) -> list[str]:
     """Lines describing a converted dataset, from its manifest."""
     manifest = read_manifest(directory)
-    lines = [f"{manifest['name']}: format v{manifest['format_version']}, "
-             f"{manifest['records']['rows_per_record']} example(s) per record, "
-             f"compression {manifest['compression']}"]
+    lines = [
+        f"{manifest['name']}: format v{manifest['format_version']}, "
+        f"{manifest['records']['rows_per_record']} example(s) per record, "
+        f"compression {manifest['compression']}"
+    ]
     for feature in manifest["features"]:
         shape = tuple("?" if d is None else d for d in feature["shape"])
-        lines.append(f"  feature {feature['name']}: {feature['dtype']} {shape} "
-                     f"from {feature['source']}")
+        lines.append(
+            f"  feature {feature['name']}: {feature['dtype']} {shape} from {feature['source']}"
+        )
     for split, info in manifest["splits"].items():
-        lines.append(f"  split {split}: {info['num_examples']} examples, "
-                     f"{len(info['shards'])} shard(s), {info['num_bytes'] / 1e6:.1f} MB")
+        lines.append(
+            f"  split {split}: {info['num_examples']} examples, "
+            f"{len(info['shards'])} shard(s), {info['num_bytes'] / 1e6:.1f} MB"
+        )
     return lines
 
 

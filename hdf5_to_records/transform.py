@@ -34,17 +34,21 @@ def load_transform(spec: str) -> Transform:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise UsageError(f"--transform {spec}: cannot import module {module_name!r} "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise UsageError(
+            f"--transform {spec}: cannot import module {module_name!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     func = getattr(module, func_name, None)
     if not callable(func):
-        raise UsageError(f"--transform {spec}: module {module_name!r} has no function "
-                         f"{func_name!r}")
+        raise UsageError(
+            f"--transform {spec}: module {module_name!r} has no function {func_name!r}"
+        )
     return func
 
 
-def apply_transform(func: Transform, spec: str, example: dict[str, np.ndarray],
-                    where: str) -> dict[str, np.ndarray]:
+def apply_transform(
+    func: Transform, spec: str, example: dict[str, np.ndarray], where: str
+) -> dict[str, np.ndarray]:
     """Call the transform on one example, naming the example when it fails.
 
     Raises:
@@ -55,11 +59,14 @@ def apply_transform(func: Transform, spec: str, example: dict[str, np.ndarray],
     except Hdf5ToRecordsError:
         raise
     except Exception as exc:
-        raise TransformError(f"--transform {spec} failed on {where}: "
-                             f"{type(exc).__name__}: {exc}") from None
+        raise TransformError(
+            f"--transform {spec} failed on {where}: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(result, Mapping) or not result:
-        raise TransformError(f"--transform {spec} returned {type(result).__name__} for {where}; "
-                             "expected a non-empty dict of NumPy arrays")
+        raise TransformError(
+            f"--transform {spec} returned {type(result).__name__} for {where}; "
+            "expected a non-empty dict of NumPy arrays"
+        )
     return {str(k): np.asarray(v) for k, v in result.items()}
 
 
@@ -69,16 +76,20 @@ def schema_of(output: dict[str, np.ndarray], spec: str) -> tuple[FeatureSchema, 
     for name, value in output.items():
         check_feature_name(name, option=f"--transform {spec} output key")
         if value.dtype == object:
-            raise UnsupportedDtype(f"--transform {spec} output {name!r}: object arrays are not "
-                                   "supported; return numeric arrays or bytes (dtype S)")
+            raise UnsupportedDtype(
+                f"--transform {spec} output {name!r}: object arrays are not "
+                "supported; return numeric arrays or bytes (dtype S)"
+            )
         stored = stored_type(value.dtype, where=f"--transform {spec} output {name!r}")
-        schemas.append(FeatureSchema(name, f"transform:{spec}", value.dtype.str, stored,
-                                     value.shape, True))
+        schemas.append(
+            FeatureSchema(name, f"transform:{spec}", value.dtype.str, stored, value.shape, True)
+        )
     return tuple(schemas)
 
 
-def check_output(output: dict[str, np.ndarray], schema: tuple[FeatureSchema, ...], spec: str,
-                 where: str) -> None:
+def check_output(
+    output: dict[str, np.ndarray], schema: tuple[FeatureSchema, ...], spec: str, where: str
+) -> None:
     """Check one example's output against the schema of the first.
 
     Raises:
@@ -86,16 +97,20 @@ def check_output(output: dict[str, np.ndarray], schema: tuple[FeatureSchema, ...
     """
     expected = {f.name for f in schema}
     if set(output) != expected:
-        raise TransformError(f"--transform {spec} returned keys {sorted(output)} for {where}, "
-                             f"but {sorted(expected)} for the first example")
+        raise TransformError(
+            f"--transform {spec} returned keys {sorted(output)} for {where}, "
+            f"but {sorted(expected)} for the first example"
+        )
     for feature in schema:
         value = output[feature.name]
         if value.ndim != len(feature.shape):
             raise TransformError(
                 f"--transform {spec} output {feature.name!r} has {value.ndim} dimensions for "
-                f"{where}, but {len(feature.shape)} for the first example")
+                f"{where}, but {len(feature.shape)} for the first example"
+            )
         kind = stored_type(value.dtype, where=f"output {feature.name!r}").dtype
         if kind != feature.stored.dtype:
             raise TransformError(
                 f"--transform {spec} output {feature.name!r} has dtype {kind} for {where}, "
-                f"but {feature.stored.dtype} for the first example")
+                f"but {feature.stored.dtype} for the first example"
+            )

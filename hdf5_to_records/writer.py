@@ -76,8 +76,14 @@ def temp_path(job: Job, spec: ShardSpec) -> str:
     return fs.join(job.output, "." + spec.filename + TEMP_SUFFIX)
 
 
-def write_shard(job: Job, spec: ShardSpec, reader: ShardReader, *,
-                progress: Progress | None = None, transform=None) -> ShardResult:
+def write_shard(
+    job: Job,
+    spec: ShardSpec,
+    reader: ShardReader,
+    *,
+    progress: Progress | None = None,
+    transform=None,
+) -> ShardResult:
     """Write one shard and return what the manifest needs to know about it.
 
     Raises:
@@ -90,9 +96,13 @@ def write_shard(job: Job, spec: ShardSpec, reader: ShardReader, *,
     try:
         with fs.open_write(temp) as raw:
             sink = _HashingSink(raw)
-            stream = (gzip.GzipFile(filename="", fileobj=sink, mode="wb", mtime=0,
-                                    compresslevel=GZIP_LEVEL)
-                      if job.compression == "gzip" else sink)
+            stream = (
+                gzip.GzipFile(
+                    filename="", fileobj=sink, mode="wb", mtime=0, compresslevel=GZIP_LEVEL
+                )
+                if job.compression == "gzip"
+                else sink
+            )
             blocker = Blocker(job.rows_per_record)
 
             def write_blocks(blocks) -> None:
@@ -122,25 +132,39 @@ def write_shard(job: Job, spec: ShardSpec, reader: ShardReader, *,
         raise exc.with_context(f"shard {spec.filename}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise OutputError(f"no space left on device while writing {spec.filename} in "
-                              f"{job.output}") from None
-        raise OutputError(f"cannot write {spec.filename} in {job.output}: "
-                          f"{exc.strerror or exc}") from None
+            raise OutputError(
+                f"no space left on device while writing {spec.filename} in {job.output}"
+            ) from None
+        raise OutputError(
+            f"cannot write {spec.filename} in {job.output}: {exc.strerror or exc}"
+        ) from None
     finally:
         fs.remove(temp)
     shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
-    return ShardResult(spec.split, spec.index, spec.filename, spec.num_examples, records,
-                       sink.size, sink.sha.hexdigest(), shapes)
+    return ShardResult(
+        spec.split,
+        spec.index,
+        spec.filename,
+        spec.num_examples,
+        records,
+        sink.size,
+        sink.sha.hexdigest(),
+        shapes,
+    )
 
 
-def _transform_window(job: Job, spec: ShardSpec, start: int, columns: dict[str, Column],
-                      n: int, transform) -> dict[str, list]:
+def _transform_window(
+    job: Job, spec: ShardSpec, start: int, columns: dict[str, Column], n: int, transform
+) -> dict[str, list]:
     out: dict[str, list] = {f.name: [] for f in job.features}
     for j in range(n):
         example = {name: np.asarray(col[j]) for name, col in columns.items()}
         source = job.sources.files[int(spec.file_ids[start + j])]
-        item = "group " + source.groups[int(spec.rows[start + j])] if source.groups else (
-            f"row {int(spec.rows[start + j])}")
+        item = (
+            "group " + source.groups[int(spec.rows[start + j])]
+            if source.groups
+            else (f"row {int(spec.rows[start + j])}")
+        )
         where = f"example {start + j} of shard {spec.filename} ({os.path.basename(source.path)} "
         where += f"{item})"
         result = apply_transform(transform, job.transform, example, where)
@@ -157,8 +181,12 @@ _STATE: dict = {}
 def init_worker(job: Job, queue) -> None:
     """Pool initializer: keep the job, open nothing yet (files open on first use)."""
     _STATE.clear()
-    _STATE.update(job=job, queue=queue, reader=ShardReader(job.sources, job.read_features),
-                  transform=load_transform(job.transform) if job.transform else None)
+    _STATE.update(
+        job=job,
+        queue=queue,
+        reader=ShardReader(job.sources, job.read_features),
+        transform=load_transform(job.transform) if job.transform else None,
+    )
 
 
 def run_in_worker(spec: ShardSpec) -> ShardResult:
@@ -173,8 +201,9 @@ def run_in_worker(spec: ShardSpec) -> ShardResult:
             queue.put(tuple(pending))
             pending[:] = [0, 0]
 
-    result = write_shard(_STATE["job"], spec, _STATE["reader"], progress=progress,
-                         transform=_STATE["transform"])
+    result = write_shard(
+        _STATE["job"], spec, _STATE["reader"], progress=progress, transform=_STATE["transform"]
+    )
     if pending[0]:
         queue.put(tuple(pending))
     return result

@@ -45,7 +45,7 @@ def read_split(directory: str, split: str = "train") -> dict[str, list]:
                 if f["ragged"]:
                     dims = list(fmap[f["name"] + "/shape"].int64_list.value)
                     ndim = len(f["shape"])
-                    shapes = [tuple(dims[i * ndim:(i + 1) * ndim]) for i in range(n)]
+                    shapes = [tuple(dims[i * ndim : (i + 1) * ndim]) for i in range(n)]
                 else:
                     shapes = [tuple(f["shape"])] * n
                 if f["encoding"] == "bytes":
@@ -56,7 +56,7 @@ def read_split(directory: str, split: str = "train") -> dict[str, list]:
                 offset = 0
                 for shape in shapes:
                     count = int(np.prod(shape, dtype=np.int64))
-                    out[f["name"]].append(flat[offset:offset + count].reshape(shape))
+                    out[f["name"]].append(flat[offset : offset + count].reshape(shape))
                     offset += count
                 assert offset == flat.size, (f["name"], offset, flat.size)
         assert seen == shard["num_examples"], (shard["file"], seen)

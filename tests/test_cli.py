@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from hdf5_to_records import fs
 from hdf5_to_records.cli import main
+
 from records import read_split
 
 
@@ -20,8 +21,13 @@ def source(tmp_path):
     """A small chunked, gzip-compressed scene-like file with known values."""
     path = tmp_path / "scenes.h5"
     with h5py.File(path, "w") as h5:
-        h5.create_dataset("data", data=np.arange(40 * 6 * 3, dtype=np.float32).reshape(40, 6, 3),
-                          chunks=(8, 6, 3), compression="gzip", shuffle=True)
+        h5.create_dataset(
+            "data",
+            data=np.arange(40 * 6 * 3, dtype=np.float32).reshape(40, 6, 3),
+            chunks=(8, 6, 3),
+            compression="gzip",
+            shuffle=True,
+        )
         h5.create_dataset("label", data=(np.arange(40) % 7).astype(np.uint8))
         h5.create_dataset("short", data=np.arange(39))
         h5["meta/info"] = np.arange(3)
@@ -51,14 +57,28 @@ def assert_no_manifest(out):
 
 def test_convert_writes_shards_and_manifest(source, tmp_path):
     out = tmp_path / "out"
-    result = run("convert", source, "-o", out, "--feature", "data=/data",
-                 "--feature", "label=/label", "--rows", "0:30", "--num-shards", "3",
-                 "--workers", "1")
+    result = run(
+        "convert",
+        source,
+        "-o",
+        out,
+        "--feature",
+        "data=/data",
+        "--feature",
+        "label=/label",
+        "--rows",
+        "0:30",
+        "--num-shards",
+        "3",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert "wrote 30 examples" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["file"] for s in manifest["splits"]["train"]["shards"]] == [
-        f"out-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+        f"out-train.tfrecord-0000{i}-of-00003" for i in range(3)
+    ]
     got = read_split(str(out))
     with h5py.File(source) as h5:
         np.testing.assert_array_equal(np.stack(got["data"]), h5["data"][:30])
@@ -73,20 +93,37 @@ def test_default_features_are_root_datasets_of_common_length(source, tmp_path):
 
 
 def test_python_dash_m_and_help_do_not_import_tensorflow():
-    code = ("import sys; from click.testing import CliRunner; from hdf5_to_records.cli import "
-            "main; r = CliRunner().invoke(main, ['convert', '--help']); assert r.exit_code == 0;"
-            "print('tensorflow' in sys.modules, 'h5py' in sys.modules)")
+    code = (
+        "import sys; from click.testing import CliRunner; from hdf5_to_records.cli import "
+        "main; r = CliRunner().invoke(main, ['convert', '--help']); assert r.exit_code == 0;"
+        "print('tensorflow' in sys.modules, 'h5py' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
-    help_text = subprocess.run([sys.executable, "-m", "hdf5_to_records", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "hdf5_to_records", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "convert" in help_text and "inspect" in help_text
 
 
 def test_dry_run_prints_plan_and_writes_nothing(source, tmp_path):
     out = tmp_path / "out"
-    result = run("convert", source, "-o", out, "--split", "train=0.75", "--split", "test=0.25",
-                 "--num-shards", "2", "--dry-run")
+    result = run(
+        "convert",
+        source,
+        "-o",
+        out,
+        "--split",
+        "train=0.75",
+        "--split",
+        "test=0.25",
+        "--num-shards",
+        "2",
+        "--dry-run",
+    )
     assert result.exit_code == 0, result.output
     assert "split train: 30 examples, 2 shard(s)" in result.output
     assert "split test: 10 examples, 2 shard(s)" in result.output
@@ -95,8 +132,10 @@ def test_dry_run_prints_plan_and_writes_nothing(source, tmp_path):
 
 def test_config_file_and_flag_override(source, tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(f"sources: [{source.name}]\noutput: out\nfeatures: {{label: /label}}\n"
-                      "rows: '::2'\nworkers: 1\n")
+    config.write_text(
+        f"sources: [{source.name}]\noutput: out\nfeatures: {{label: /label}}\n"
+        "rows: '::2'\nworkers: 1\n"
+    )
     result = run("convert", "--config", config, "--rows", "0:5")
     assert result.exit_code == 0, result.output
     got = read_split(str(tmp_path / "out"))
@@ -113,8 +152,7 @@ def test_missing_source(tmp_path):
 
 
 def test_glob_matching_nothing(tmp_path):
-    assert_failed(run("convert", tmp_path / "*.h5", "-o", tmp_path / "out"), 1,
-                  "matches no files")
+    assert_failed(run("convert", tmp_path / "*.h5", "-o", tmp_path / "out"), 1, "matches no files")
 
 
 def test_not_hdf5_and_truncated(tmp_path, source):
@@ -128,22 +166,28 @@ def test_not_hdf5_and_truncated(tmp_path, source):
 
 def test_missing_dataset_lists_nearest_names(source, tmp_path):
     result = run("convert", source, "-o", tmp_path / "out", "--feature", "label=/labels")
-    assert_failed(result, 1, "feature 'label'", "'/labels' not found in scenes.h5",
-                  "did you mean '/label'")
+    assert_failed(
+        result, 1, "feature 'label'", "'/labels' not found in scenes.h5", "did you mean '/label'"
+    )
     assert_no_manifest(tmp_path / "out")
 
 
 def test_mismatched_axis0_lengths(source, tmp_path):
-    result = run("convert", source, "-o", tmp_path / "out", "--feature", "a=/data",
-                 "--feature", "b=/short")
+    result = run(
+        "convert", source, "-o", tmp_path / "out", "--feature", "a=/data", "--feature", "b=/short"
+    )
     assert_failed(result, 1, "axis-0 length in scenes.h5", "/data has 40", "/short has 39")
 
 
 @pytest.mark.parametrize(
     "spec, code, fragment",
-    [("0:41", 1, "bound 41 is outside scenes.h5 (40 rows)"), ("45", 1, "row index 45"),
-     ("10:10", 1, "selects no rows in scenes.h5"), ("1:x", 2, "cannot parse '1:x'"),
-     ("@/meta/nope", 1, "'/meta/nope' not found in scenes.h5")],
+    [
+        ("0:41", 1, "bound 41 is outside scenes.h5 (40 rows)"),
+        ("45", 1, "row index 45"),
+        ("10:10", 1, "selects no rows in scenes.h5"),
+        ("1:x", 2, "cannot parse '1:x'"),
+        ("@/meta/nope", 1, "'/meta/nope' not found in scenes.h5"),
+    ],
 )
 def test_bad_row_selections(source, tmp_path, spec, code, fragment):
     result = run("convert", source, "-o", tmp_path / "out", "--rows", spec)
@@ -153,9 +197,14 @@ def test_bad_row_selections(source, tmp_path, spec, code, fragment):
 
 @pytest.mark.parametrize(
     "args, fragment",
-    [(["--compression", "zip"], "--compression"), (["--num-shards", "x"], "--num-shards"),
-     (["--split", "train=2"], "--split"), (["--feature", "bad"], "--feature"),
-     (["--overwrite", "--resume"], "mutually exclusive"), (["--shard-size", "lots"], "size")],
+    [
+        (["--compression", "zip"], "--compression"),
+        (["--num-shards", "x"], "--num-shards"),
+        (["--split", "train=2"], "--split"),
+        (["--feature", "bad"], "--feature"),
+        (["--overwrite", "--resume"], "mutually exclusive"),
+        (["--shard-size", "lots"], "size"),
+    ],
 )
 def test_usage_errors_exit_2(source, tmp_path, args, fragment):
     assert_failed(run("convert", source, "-o", tmp_path / "out", *args), 2, fragment)
@@ -168,10 +217,14 @@ def test_missing_output_option(source):
 @pytest.mark.parametrize(
     "make, fragment",
     [
-        (lambda h5: h5.create_dataset("c", data=np.zeros(4, [("a", "i4"), ("b", "f4")])),
-         "compound dtype"),
-        (lambda h5: h5.create_dataset("c", (4,), dtype=h5py.vlen_dtype(np.float32)),
-         "variable-length"),
+        (
+            lambda h5: h5.create_dataset("c", data=np.zeros(4, [("a", "i4"), ("b", "f4")])),
+            "compound dtype",
+        ),
+        (
+            lambda h5: h5.create_dataset("c", (4,), dtype=h5py.vlen_dtype(np.float32)),
+            "variable-length",
+        ),
         (lambda h5: h5.create_dataset("c", (4,), dtype=h5py.ref_dtype), "references"),
     ],
 )
@@ -186,8 +239,18 @@ def test_unsupported_dtypes(tmp_path, make, fragment):
 def test_example_larger_than_a_record(source, tmp_path, monkeypatch):
     monkeypatch.setattr("hdf5_to_records.encode.MAX_RECORD_BYTES", 50)
     out = tmp_path / "out"
-    result = run("convert", source, "-o", out, "--feature", "data=/data", "--workers", "1",
-                 "--rows-per-record", "1")
+    result = run(
+        "convert",
+        source,
+        "-o",
+        out,
+        "--feature",
+        "data=/data",
+        "--workers",
+        "1",
+        "--rows-per-record",
+        "1",
+    )
     assert_failed(result, 1, "out-train.tfrecord-00000-of-00001", "over the 50-byte limit")
     assert_no_manifest(out)
 
@@ -242,5 +305,6 @@ def test_inspect(source):
     result = run("inspect", source)
     assert result.exit_code == 0, result.output
     assert "data  float32  (40, 6, 3)  chunked  chunks (8, 6, 3)  filters shuffle+gzip" in (
-        result.output)
+        result.output
+    )
     assert_failed(run("inspect", str(source) + ".missing"), 1, "no such file")

@@ -18,8 +18,13 @@ def test_parse_feature_and_split():
 
 @pytest.mark.parametrize(
     "text, match",
-    [("points", "expected NAME=/path"), ("1x=/a", "feature names"),
-     ("x/shape=/a", "feature names"), ("__rows__=/a", "feature names"), ("x=", "empty")],
+    [
+        ("points", "expected NAME=/path"),
+        ("1x=/a", "feature names"),
+        ("x/shape=/a", "feature names"),
+        ("__rows__=/a", "feature names"),
+        ("x=", "empty"),
+    ],
 )
 def test_parse_feature_errors(text, match):
     with pytest.raises(UsageError, match=match):
@@ -28,9 +33,13 @@ def test_parse_feature_errors(text, match):
 
 @pytest.mark.parametrize(
     "text, match",
-    [("train", "expected NAME=FRACTION"), ("train=abc", "expected NAME=FRACTION"),
-     ("train=0", r"fraction must be in \(0, 1\]"), ("train=1.5", "fraction"),
-     ("a.b=0.5", "split name")],
+    [
+        ("train", "expected NAME=FRACTION"),
+        ("train=abc", "expected NAME=FRACTION"),
+        ("train=0", r"fraction must be in \(0, 1\]"),
+        ("train=1.5", "fraction"),
+        ("a.b=0.5", "split name"),
+    ],
 )
 def test_parse_split_errors(text, match):
     with pytest.raises(UsageError, match=match):
@@ -88,9 +97,14 @@ def test_yaml_config_with_flags_overriding(tmp_path):
 
 @pytest.mark.parametrize(
     "text, match",
-    [("bogus_key: 1\n", "unknown config key 'bogus_key'"), ("- a\n- b\n", "expected a mapping"),
-     ("shuffle: maybe\n", "expected true or false"), ("seed: x\n", "--seed"),
-     ("a: [unclosed\n", "not valid YAML"), ("shard_size: big\n", "--shard-size")],
+    [
+        ("bogus_key: 1\n", "unknown config key 'bogus_key'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("shuffle: maybe\n", "expected true or false"),
+        ("seed: x\n", "--seed"),
+        ("a: [unclosed\n", "not valid YAML"),
+        ("shard_size: big\n", "--shard-size"),
+    ],
 )
 def test_bad_yaml(tmp_path, text, match):
     config_file = tmp_path / "conf.yaml"

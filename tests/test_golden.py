@@ -13,12 +13,12 @@ import numpy as np
 
 from hdf5_to_records.config import build_config
 from hdf5_to_records.convert import convert
+
 from records import read_split
 
 GOLDEN = Path(__file__).parent / "golden"
 SHARD = "golden-train.tfrecord-00000-of-00001"
-PINNED_KEYS = ("format", "format_version", "name", "mode", "compression", "records",
-               "features")
+PINNED_KEYS = ("format", "format_version", "name", "mode", "compression", "records", "features")
 
 
 def _write_source(path):
@@ -33,8 +33,11 @@ def test_golden_shard_and_manifest(tmp_path):
     source = tmp_path / "golden.h5"
     _write_source(source)
     out = tmp_path / "golden"
-    convert(build_config({"sources": [str(source)], "output": str(out), "workers": 1,
-                          "rows_per_record": 2}))
+    convert(
+        build_config(
+            {"sources": [str(source)], "output": str(out), "workers": 1, "rows_per_record": 2}
+        )
+    )
     shard = (out / SHARD).read_bytes()
     manifest = json.loads((out / "manifest.json").read_text())
     pinned = {k: manifest[k] for k in PINNED_KEYS}

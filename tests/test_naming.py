@@ -17,8 +17,12 @@ def test_parse_round_trip():
 
 @pytest.mark.parametrize(
     "filename",
-    ["other-train.tfrecord-00000-of-00001", "scenes-train.tfrecord-00000", "manifest.json",
-     ".scenes-train.tfrecord-00000-of-00001.incomplete"],
+    [
+        "other-train.tfrecord-00000-of-00001",
+        "scenes-train.tfrecord-00000",
+        "manifest.json",
+        ".scenes-train.tfrecord-00000-of-00001.incomplete",
+    ],
 )
 def test_parse_rejects_foreign_names(filename):
     assert ShardedFileTemplate("scenes").parse(filename) is None

@@ -11,16 +11,17 @@ import pytest
 from hdf5_to_records.config import build_config
 from hdf5_to_records.convert import convert
 from hdf5_to_records.errors import OutputError, TransformError
+
 from records import load_manifest, read_split
 
-FLAKY = textwrap.dedent('''
+FLAKY = textwrap.dedent("""
     import os
 
     def maybe_fail(example):
         if int(example["x"][0]) == int(os.environ.get("H2R_FAIL_ROW", "-1")):
             raise RuntimeError("simulated crash")
         return example
-''')
+""")
 
 
 @pytest.fixture
@@ -29,14 +30,24 @@ def source(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "src.h5"
     with h5py.File(path, "w") as h5:
-        h5.create_dataset("x", data=np.arange(64 * 5, dtype=">i4").reshape(64, 5), chunks=(8, 5),
-                          compression="gzip")
+        h5.create_dataset(
+            "x",
+            data=np.arange(64 * 5, dtype=">i4").reshape(64, 5),
+            chunks=(8, 5),
+            compression="gzip",
+        )
     return path
 
 
 def options(source, out, **extra):
-    return {"sources": [str(source)], "output": str(out), "workers": 1, "num_shards": 4,
-            "rows_per_record": 3, **extra}
+    return {
+        "sources": [str(source)],
+        "output": str(out),
+        "workers": 1,
+        "num_shards": 4,
+        "rows_per_record": 3,
+        **extra,
+    }
 
 
 def shard_files(out):
@@ -63,20 +74,23 @@ def test_resume_skips_complete_shards_and_matches_a_clean_run(source, tmp_path, 
     with pytest.raises(TransformError, match="simulated crash"):
         convert(build_config(options(source, out, transform="flaky:maybe_fail")))
     assert not (out / "manifest.json").exists()
-    assert shard_files(out) == ["out-train.tfrecord-00000-of-00004",
-                                "out-train.tfrecord-00001-of-00004"]
+    assert shard_files(out) == [
+        "out-train.tfrecord-00000-of-00004",
+        "out-train.tfrecord-00001-of-00004",
+    ]
     assert not [n for n in os.listdir(out) if n.endswith(".incomplete")]
     before = {n: os.stat(out / n).st_mtime_ns for n in shard_files(out)}
 
     monkeypatch.delenv("H2R_FAIL_ROW")
     with pytest.raises(OutputError, match="--resume"):
         convert(build_config(options(source, out, transform="flaky:maybe_fail")))
-    result = convert(build_config(options(source, out, transform="flaky:maybe_fail",
-                                          resume=True)))
+    result = convert(build_config(options(source, out, transform="flaky:maybe_fail", resume=True)))
     assert result.skipped_shards == 2
     assert {n: os.stat(out / n).st_mtime_ns for n in before} == before
-    shards = lambda d: [(s["file"][-14:], s["sha256"]) for s in  # noqa: E731
-                        load_manifest(str(d))["splits"]["train"]["shards"]]
+    shards = lambda d: [
+        (s["file"][-14:], s["sha256"])
+        for s in load_manifest(str(d))["splits"]["train"]["shards"]  # noqa: E731
+    ]
     assert shards(out) == shards(clean)
     assert not (out / ".hdf5-to-records-state.json").exists()
 
@@ -103,11 +117,23 @@ def test_same_inputs_give_byte_identical_shards(source, tmp_path):
     digests = []
     for i, workers in enumerate([1, 2, 2]):
         out = tmp_path / f"run{i}"
-        convert(build_config(options(source, out, workers=workers, shuffle=True, seed=9,
-                                     name="same", splits={"train": 0.7, "test": 0.3})))
+        convert(
+            build_config(
+                options(
+                    source,
+                    out,
+                    workers=workers,
+                    shuffle=True,
+                    seed=9,
+                    name="same",
+                    splits={"train": 0.7, "test": 0.3},
+                )
+            )
+        )
         manifest = load_manifest(str(out))
-        digests.append({k: [s["sha256"] for s in v["shards"]]
-                        for k, v in manifest["splits"].items()})
+        digests.append(
+            {k: [s["sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
+        )
     assert digests[0] == digests[1] == digests[2]
 
 
@@ -117,12 +143,23 @@ def test_manifest_contents(source, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "hdf5-to-records" and manifest["format_version"] == 1
     assert manifest["compression"] == "gzip"
-    assert manifest["records"] == {"rows_per_record": 3, "count_key": "__rows__",
-                                   "shape_suffix": "/shape", "byte_order": "little"}
+    assert manifest["records"] == {
+        "rows_per_record": 3,
+        "count_key": "__rows__",
+        "shape_suffix": "/shape",
+        "byte_order": "little",
+    }
     (feature,) = manifest["features"]
-    assert feature == {"name": "x", "dtype": "int32", "shape": [5], "encoding": "raw",
-                       "ragged": False, "source": "/x", "source_dtype": ">i4",
-                       "storage": "copy"}
+    assert feature == {
+        "name": "x",
+        "dtype": "int32",
+        "shape": [5],
+        "encoding": "raw",
+        "ragged": False,
+        "source": "/x",
+        "source_dtype": ">i4",
+        "storage": "copy",
+    }
     split = manifest["splits"]["train"]
     assert split["num_examples"] == 32
     assert sum(s["num_records"] for s in split["shards"]) == split["num_records"] == 4 * 3

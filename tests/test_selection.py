@@ -44,8 +44,12 @@ def test_index_file_must_be_npy_or_txt():
 
 @pytest.mark.parametrize(
     "text, match",
-    [("10", "row index 10 is out of range for a.h5 \\(10 rows\\)"), ("-11", "out of range"),
-     ("0:11", "bound 11 is outside a.h5"), ("5:5", "selects no rows in a.h5")],
+    [
+        ("10", "row index 10 is out of range for a.h5 \\(10 rows\\)"),
+        ("-11", "out of range"),
+        ("0:11", "bound 11 is outside a.h5"),
+        ("5:5", "selects no rows in a.h5"),
+    ],
 )
 def test_out_of_range_and_empty(text, match):
     with pytest.raises(SelectionError, match=match):

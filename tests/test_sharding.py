@@ -53,8 +53,9 @@ def test_shard_bounds_rejects_zero_shards():
     ],
 )
 def test_choose_num_shards(examples, nbytes, shard_bytes, num_shards, min_shards, expected):
-    got = choose_num_shards(examples, nbytes, shard_bytes=shard_bytes, num_shards=num_shards,
-                            min_shards=min_shards)
+    got = choose_num_shards(
+        examples, nbytes, shard_bytes=shard_bytes, num_shards=num_shards, min_shards=min_shards
+    )
     assert got == expected
 
 
@@ -83,8 +84,14 @@ def test_split_counts(n, fractions, expected):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("256MB", 256 * 10**6), ("1GiB", 1 << 30), ("1.5k", 1536), ("1048576", 1 << 20),
-     ("64 MiB", 64 << 20), (4096, 4096)],
+    [
+        ("256MB", 256 * 10**6),
+        ("1GiB", 1 << 30),
+        ("1.5k", 1536),
+        ("1048576", 1 << 20),
+        ("64 MiB", 64 << 20),
+        (4096, 4096),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected

@@ -9,9 +9,10 @@ import pytest
 from hdf5_to_records.config import build_config
 from hdf5_to_records.convert import convert
 from hdf5_to_records.errors import TransformError, UsageError
+
 from records import load_manifest, read_split
 
-TRANSFORMS = textwrap.dedent('''
+TRANSFORMS = textwrap.dedent("""
     import os
     import numpy as np
 
@@ -34,7 +35,7 @@ TRANSFORMS = textwrap.dedent('''
 
     def not_a_dict(example):
         return [1, 2]
-''')
+""")
 
 
 @pytest.fixture
@@ -49,8 +50,18 @@ def setup(tmp_path, monkeypatch):
 
 def run(tmp_path, path, transform, workers=1, **extra):
     out = tmp_path / f"out_{transform.split(':')[1]}_{workers}"
-    convert(build_config({"sources": [str(path)], "output": str(out), "transform": transform,
-                          "workers": workers, "num_shards": 2, **extra}))
+    convert(
+        build_config(
+            {
+                "sources": [str(path)],
+                "output": str(out),
+                "transform": transform,
+                "workers": workers,
+                "num_shards": 2,
+                **extra,
+            }
+        )
+    )
     return out
 
 
@@ -81,8 +92,11 @@ def test_variable_length_output_is_recorded_as_unknown(setup):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_transform_that_raises_names_example_and_row(setup, workers):
     tmp_path, path = setup
-    with pytest.raises(TransformError, match=r"my_transforms:explode failed on example \d+ of "
-                       r"shard .*pts.h5 row 12\): ValueError: bad scene"):
+    with pytest.raises(
+        TransformError,
+        match=r"my_transforms:explode failed on example \d+ of "
+        r"shard .*pts.h5 row 12\): ValueError: bad scene",
+    ):
         run(tmp_path, path, "my_transforms:explode", workers=workers)
 
 
@@ -101,9 +115,11 @@ def test_inconsistent_schema_names_the_example(setup):
 
 @pytest.mark.parametrize(
     "spec, error, match",
-    [("my_transforms:not_a_dict", TransformError, "returned list"),
-     ("my_transforms:nope", UsageError, "has no function 'nope'"),
-     ("no_such_module:f", UsageError, "cannot import module 'no_such_module'")],
+    [
+        ("my_transforms:not_a_dict", TransformError, "returned list"),
+        ("my_transforms:nope", UsageError, "has no function 'nope'"),
+        ("no_such_module:f", UsageError, "cannot import module 'no_such_module'"),
+    ],
 )
 def test_bad_transforms(setup, spec, error, match):
     tmp_path, path = setup
