@@ -15,8 +15,8 @@ _EXPORTS = {
     "FeatureSpec": "config",
     "SplitSpec": "config",
     "build_config": "config",
-    "convert": "convert",
-    "ConvertResult": "convert",
+    "convert": "converter",
+    "ConvertResult": "converter",
     "read_manifest": "manifest",
     "describe_file": "inspect",
     **{

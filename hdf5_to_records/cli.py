@@ -170,7 +170,7 @@ def convert(
         del given["sources"]
     with _errors(debug):
         from .config import build_config
-        from .convert import convert as run_convert
+        from .converter import convert as run_convert
 
         config = build_config(given, yaml_path=config_file)
         bar = _ProgressBar()

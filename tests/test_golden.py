@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from hdf5_to_records.config import build_config
-from hdf5_to_records.convert import convert
+from hdf5_to_records.converter import convert
 
 from records import read_split
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hdf5_to_records.config import build_config
-from hdf5_to_records.convert import convert
+from hdf5_to_records.converter import convert
 from hdf5_to_records.errors import OutputError, TransformError
 
 from records import load_manifest, read_split
