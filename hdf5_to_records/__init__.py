@@ -35,6 +35,7 @@ _EXPORTS = {
             "TransformError",
             "OutputError",
             "ManifestError",
+            "WorkerDied",
         )
     },
 }

@@ -77,9 +77,13 @@ def convert(
         config.compression,
         config.transform,
     )
-    results = done + execute(
-        job, todo, workers=config.workers, progress=progress, on_result=state.record
-    )
+    try:
+        results = done + execute(
+            job, todo, workers=config.workers, progress=progress, on_result=state.record
+        )
+    except BaseException:
+        state.sweep()
+        raise
     manifest = build_manifest(config, plan, results)
     path = write_manifest(config.output, manifest)
     state.finish()

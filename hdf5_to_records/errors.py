@@ -68,3 +68,7 @@ class OutputError(Hdf5ToRecordsError, OSError):
 
 class ManifestError(Hdf5ToRecordsError, ValueError):
     """A manifest is missing, unreadable or of an unknown format version."""
+
+
+class WorkerDied(Hdf5ToRecordsError, RuntimeError):
+    """A worker process died abruptly (killed, out of memory)."""

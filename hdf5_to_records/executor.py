@@ -13,8 +13,11 @@ import multiprocessing as mp
 import queue as queue_module
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 from . import fs
+from .errors import WorkerDied
 from .plan import ShardSpec
 from .reading import ShardReader
 from .transform import load_transform
@@ -72,7 +75,7 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
                 examples, nbytes = events.get(timeout=0.1)
             except queue_module.Empty:
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):
                 return
             if progress is not None:
                 progress(examples, nbytes)
@@ -80,19 +83,40 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
     pump = threading.Thread(target=drain, daemon=True)
     pump.start()
     results = []
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(job, events))
+    # ProcessPoolExecutor, unlike multiprocessing.Pool, notices a worker that dies
+    # (out of memory, killed) instead of waiting forever for its task.
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=init_worker, initargs=(job, events)
+    )
     try:
         # Largest shards first keeps the workers busy until the end.
         ordered = sorted(specs, key=lambda s: -s.est_bytes)
-        for result in pool.imap_unordered(run_in_worker, ordered, chunksize=1):
+        futures = {pool.submit(run_in_worker, spec): spec for spec in ordered}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise WorkerDied(
+                    f"a worker process died while writing {futures[future].filename} "
+                    "(killed, or out of memory?)"
+                ) from None
             results.append(result)
             if on_result is not None:
                 on_result(result)
-        pool.close()
-        pool.join()
     finally:
-        pool.terminate()
+        _stop_pool(pool)
         stop.set()
         pump.join(timeout=5)
         events.close()
     return results
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down; on an error, stop the shards still running at once."""
+    processes = list((pool._processes or {}).values())  # no public API to terminate
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)

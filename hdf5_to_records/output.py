@@ -14,7 +14,7 @@ from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
 from .manifest import MANIFEST_NAME
-from .naming import is_output_file
+from .naming import TEMP_SUFFIX, is_output_file
 from .plan import Plan
 from .writer import ShardResult
 
@@ -46,6 +46,12 @@ class OutputState:
         spec = next(s for s in self._plan.shards if s.filename == result.filename)
         self._done[result.filename] = {**asdict(result), "fingerprint": spec.fingerprint}
         self._save()
+
+    def sweep(self) -> None:
+        """Remove temporary files a failed or killed worker could not remove itself."""
+        for name in fs.listdir(self._output):
+            if name.endswith(TEMP_SUFFIX):
+                fs.remove(fs.join(self._output, name))
 
     def finish(self) -> None:
         """The manifest is written: the state file has served its purpose."""

@@ -10,7 +10,7 @@ import pytest
 
 from hdf5_to_records.config import build_config
 from hdf5_to_records.converter import convert
-from hdf5_to_records.errors import OutputError, TransformError
+from hdf5_to_records.errors import OutputError, TransformError, WorkerDied
 
 from records import load_manifest, read_split
 
@@ -87,10 +87,13 @@ def test_resume_skips_complete_shards_and_matches_a_clean_run(source, tmp_path, 
     result = convert(build_config(options(source, out, transform="flaky:maybe_fail", resume=True)))
     assert result.skipped_shards == 2
     assert {n: os.stat(out / n).st_mtime_ns for n in before} == before
-    shards = lambda d: [
-        (s["file"][-14:], s["sha256"])
-        for s in load_manifest(str(d))["splits"]["train"]["shards"]  # noqa: E731
-    ]
+
+    def shards(d):
+        return [
+            (s["file"][-14:], s["sha256"])
+            for s in load_manifest(str(d))["splits"]["train"]["shards"]
+        ]
+
     assert shards(out) == shards(clean)
     assert not (out / ".hdf5-to-records-state.json").exists()
 
@@ -179,3 +182,15 @@ def test_ram_filesystem_output(source):
     got = read_split(out)
     with h5py.File(source) as h5:
         np.testing.assert_array_equal(np.stack(got["x"]), h5["x"][()])
+
+
+def test_a_worker_that_dies_fails_the_run_cleanly(source, tmp_path, monkeypatch):
+    (tmp_path / "killer.py").write_text(
+        "import os\n\ndef die(example):\n    if int(example['x'][0]) == 200:\n"
+        "        os._exit(9)\n    return example\n"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(WorkerDied, match="a worker process died while writing out-train"):
+        convert(build_config(options(source, out, transform="killer:die", workers=2)))
+    assert not (out / "manifest.json").exists()
+    assert not [n for n in os.listdir(out) if n.endswith(".incomplete")]
