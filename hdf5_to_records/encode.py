@@ -62,8 +62,7 @@ def _raw_bytes_feature(block: np.ndarray, dtype: np.dtype) -> bytes:
     return b"".join([_varint((1 << 3) | 2), _varint(list_len), value_field, payload])
 
 
-def encode_block(columns: dict[str, Column], n: int,
-                 features: tuple[FeatureSchema, ...]) -> bytes:
+def encode_block(columns: dict[str, Column], n: int, features: tuple[FeatureSchema, ...]) -> bytes:
     """Serialize ``n`` examples as one ``tf.train.Example``.
 
     Raises:
@@ -75,17 +74,23 @@ def encode_block(columns: dict[str, Column], n: int,
         if feature.ragged:
             items = [np.asarray(v) for v in column]
             entries[feature.name + SHAPE_SUFFIX] = _int64_feature(
-                [d for v in items for d in v.shape])
+                [d for v in items for d in v.shape]
+            )
             if feature.stored.encoding == "bytes":
                 entries[feature.name] = _bytes_feature(
-                    [_as_bytes(x) for v in items for x in v.ravel().tolist()])
+                    [_as_bytes(x) for v in items for x in v.ravel().tolist()]
+                )
             else:
-                flat = (np.concatenate([v.ravel() for v in items]) if items
-                        else np.empty(0, feature.stored.memory))
+                flat = (
+                    np.concatenate([v.ravel() for v in items])
+                    if items
+                    else np.empty(0, feature.stored.memory)
+                )
                 entries[feature.name] = _raw_bytes_feature(flat, feature.stored.memory)
         elif feature.stored.encoding == "bytes":
             entries[feature.name] = _bytes_feature(
-                [_as_bytes(x) for x in np.asarray(column).ravel().tolist()])
+                [_as_bytes(x) for x in np.asarray(column).ravel().tolist()]
+            )
         else:
             entries[feature.name] = _raw_bytes_feature(column, feature.stored.memory)
     parts = []

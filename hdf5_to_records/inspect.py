@@ -75,5 +75,14 @@ def _dtype_name(dtype: np.dtype) -> str:
     enum = h5py.check_enum_dtype(dtype)
     if enum is not None:
         return f"enum({dtype}: {', '.join(sorted(enum))})"
+    vlen = h5py.check_vlen_dtype(dtype)
+    if vlen is not None:
+        return f"vlen({_dtype_name(np.dtype(vlen))})"
+    ref = h5py.check_ref_dtype(dtype)
+    if ref is not None:
+        return "region reference" if ref is h5py.RegionReference else "object reference"
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return f"array({_dtype_name(base)}, {shape})"
     order = {">": "big-endian ", "<": "", "=": "", "|": ""}.get(dtype.byteorder, "")
     return order + (str(dtype.newbyteorder("=")) if dtype.names is None else f"compound{dtype}")

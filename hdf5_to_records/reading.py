@@ -43,6 +43,7 @@ class ShardReader:
         self._features = features
         self._files: dict[int, h5py.File] = {}
         self._row_bytes = max(1, sum(f.example_bytes() for f in features))
+        self._chunk_rows = np.array([f.chunk_rows for f in sources.files], np.int64)
 
     def close(self) -> None:
         for handle in self._files.values():
@@ -59,8 +60,9 @@ class ShardReader:
 
     def windows(self, file_ids: np.ndarray, rows: np.ndarray) -> Iterator[Window]:
         """Yield the shard's examples in order, a bounded window at a time."""
-        for start, stop in window_bounds(file_ids, rows, self._row_bytes,
-                                         self._sources.files[0].chunk_rows):
+        for start, stop in window_bounds(
+            file_ids, rows, self._row_bytes, self._chunk_rows[file_ids]
+        ):
             ids, sel = file_ids[start:stop], rows[start:stop]
             if self._sources.mode == "groups":
                 columns = self._read_groups(ids, sel)
@@ -69,7 +71,7 @@ class ShardReader:
             yield Window(start, stop, columns)
 
     def _read_rows(self, file_ids: np.ndarray, rows: np.ndarray) -> dict[str, Column]:
-        out = {f.name: np.empty((rows.size, *f.shape), f.stored.memory) for f in self._features}
+        out = {f.name: _allocate(f, rows.size) for f in self._features}
         for file_id in np.unique(file_ids):
             positions = np.flatnonzero(file_ids == file_id)
             source = self._sources.files[file_id]
@@ -79,11 +81,19 @@ class ShardReader:
                 ds = get_dataset(h5, feature.source, where=name, option=f"feature {feature.name!r}")
                 ensure_filters(ds, where=name)
                 try:
-                    _read_into(ds, rows[positions], positions, out[feature.name], feature,
-                               self._row_bytes, source.chunk_rows)
+                    _read_into(
+                        ds,
+                        rows[positions],
+                        positions,
+                        out[feature.name],
+                        feature,
+                        self._row_bytes,
+                        source.chunk_rows,
+                    )
                 except OSError as exc:
                     raise SourceUnreadable(
-                        f"while reading {feature.source} in {name}: {_first_line(exc)}") from None
+                        f"while reading {feature.source} in {name}: {_first_line(exc)}"
+                    ) from None
         return out
 
     def _read_groups(self, file_ids: np.ndarray, rows: np.ndarray) -> dict[str, Column]:
@@ -94,29 +104,35 @@ class ShardReader:
             name = os.path.basename(source.path)
             group = self._file(file_id)[group_path]
             for feature in self._features:
-                ds = get_dataset(group, feature.source.lstrip("/"),
-                                 where=f"group {group_path} of {name}",
-                                 option=f"feature {feature.name!r}")
+                ds = get_dataset(
+                    group,
+                    feature.source.lstrip("/"),
+                    where=f"group {group_path} of {name}",
+                    option=f"feature {feature.name!r}",
+                )
                 try:
                     out[feature.name].append(_convert(ds[()], feature))
                 except OSError as exc:
                     raise SourceUnreadable(
-                        f"while reading {ds.name} in {name}: {_first_line(exc)}") from None
+                        f"while reading {ds.name} in {name}: {_first_line(exc)}"
+                    ) from None
         return out
 
 
-def window_bounds(file_ids: np.ndarray, rows: np.ndarray, row_bytes: int,
-                  chunk_rows: int) -> list[tuple[int, int]]:
+def window_bounds(
+    file_ids: np.ndarray, rows: np.ndarray, row_bytes: int, chunk_rows: int | np.ndarray
+) -> list[tuple[int, int]]:
     """Cut a shard's example list into windows of about ``WINDOW_BYTES``.
 
-    Cuts fall where the source file or the chunk changes, so consecutive windows of an
-    in-order shard never share a chunk.
+    ``chunk_rows`` is the chunk extent along axis 0, one for all examples or one per
+    example (that of its source file). Cuts fall where the source file or the chunk
+    changes, so consecutive windows of an in-order shard never share a chunk.
     """
     n = rows.size
     target = max(1, WINDOW_BYTES // row_bytes)
     if n <= target:
         return [(0, n)] if n else []
-    chunk = rows // max(chunk_rows, 1)
+    chunk = rows // np.maximum(chunk_rows, 1)
     candidates = np.flatnonzero((np.diff(chunk) != 0) | (np.diff(file_ids) != 0)) + 1
     bounds, start = [], 0
     while n - start > target:
@@ -129,14 +145,21 @@ def window_bounds(file_ids: np.ndarray, rows: np.ndarray, row_bytes: int,
     return bounds
 
 
-def _read_into(ds: h5py.Dataset, rows: np.ndarray, positions: np.ndarray, out: np.ndarray,
-               feature: FeatureSchema, row_bytes: int, chunk_rows: int) -> None:
+def _read_into(
+    ds: h5py.Dataset,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    out: np.ndarray,
+    feature: FeatureSchema,
+    row_bytes: int,
+    chunk_rows: int,
+) -> None:
     """Read ``ds[rows]`` into ``out[positions]`` with one call per span of rows."""
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     in_order = hi - lo == rows.size and (rows.size < 2 or bool(np.all(np.diff(rows) == 1)))
     contiguous_out = positions[-1] - positions[0] + 1 == positions.size
     if in_order and contiguous_out and _direct_ok(ds, feature):
-        dest = out[positions[0]:positions[-1] + 1]
+        dest = out[positions[0] : positions[-1] + 1]
         if dest.size:
             ds.read_direct(dest, np.s_[lo:hi])
         return
@@ -171,6 +194,16 @@ def _spans(unique: np.ndarray, row_bytes: int, chunk_rows: int) -> list[tuple[in
             a = cut
         spans.append((a, b))
     return spans
+
+
+def _allocate(feature: FeatureSchema, n: int) -> np.ndarray:
+    """The window's array for ``n`` examples of a row feature.
+
+    Strings go in an object array: the first source's fixed length (``S2``, say) would
+    silently cut longer strings of later sources.
+    """
+    dtype = object if feature.stored.encoding == "bytes" else feature.stored.memory
+    return np.empty((n, *feature.shape), dtype)
 
 
 def _direct_ok(ds: h5py.Dataset, feature: FeatureSchema) -> bool:

@@ -38,10 +38,17 @@ class FeatureSchema:
     stored: StoredType
     shape: Shape  # None marks a dimension that varies between examples
     ragged: bool  # records carry each example's shape under "<name>/shape"
+    mean_elements: float | None = None  # mean values per example, for ragged features
 
     def example_bytes(self) -> int:
-        """Estimated stored bytes of one example (unknown dims count as 1)."""
-        count = int(np.prod([d or 1 for d in self.shape], dtype=np.int64))
+        """Estimated stored bytes of one example, for record and shard sizing.
+
+        A ragged feature uses the mean element count seen while scanning, when known.
+        """
+        if self.mean_elements is not None:
+            count = max(1, round(self.mean_elements))
+        else:
+            count = int(np.prod([d or 1 for d in self.shape], dtype=np.int64))
         if self.stored.encoding == "bytes":
             item = self.stored.memory.itemsize if self.stored.memory.kind == "S" else 0
             return count * (item or _STRING_BYTES_GUESS)
@@ -101,7 +108,8 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
         name = os.path.basename(path)
         with open_h5(path) as h5:
             if not features:
-                features = _auto_features(h5, name)
+                exclude = row_spec.dataset if row_spec is not None else None
+                features = _auto_features(h5, name, exclude=exclude)
             datasets = {
                 f.name: get_dataset(h5, f.path, where=name, option=f"feature {f.name!r}")
                 for f in features
@@ -140,10 +148,17 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
     return SourceSet("rows", tuple(files), tuple(schemas.values()))
 
 
-def _auto_features(h5: h5py.File, name: str) -> tuple[FeatureSpec, ...]:
-    """Every root dataset whose first axis has the length most root datasets share."""
+def _auto_features(
+    h5: h5py.File, name: str, *, exclude: str | None = None
+) -> tuple[FeatureSpec, ...]:
+    """Every root dataset whose first axis has the length most root datasets share.
+
+    ``exclude`` is the ``--rows @/mask`` dataset, which selects rows and is no feature.
+    """
     candidates = {}
     for key in sorted(h5.keys()):
+        if exclude is not None and "/" + key == "/" + exclude.strip("/"):
+            continue
         obj = h5.get(key)
         if isinstance(obj, h5py.Dataset) and obj.ndim >= 1:
             candidates[key] = obj.shape[0]
@@ -246,7 +261,13 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
         )
     merged = tuple(
         FeatureSchema(
-            s.name, s.source, s.source_dtype, s.stored, merge_shapes(shapes[s.name]), True
+            s.name,
+            s.source,
+            s.source_dtype,
+            s.stored,
+            merge_shapes(shapes[s.name]),
+            True,
+            float(np.mean([np.prod(shape) for shape in shapes[s.name]])),
         )
         for s in schemas.values()
     )

@@ -21,9 +21,21 @@ from .errors import (
 
 # Filter ids that hdf5plugin registers, and the names users know them by.
 _FILTER_NAMES = {
-    1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
-    307: "bzip2", 32000: "lzf", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle",
-    32013: "zfp", 32015: "zstd", 32017: "sz", 32026: "blosc2",
+    1: "gzip",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32000: "lzf",
+    32001: "blosc",
+    32004: "lz4",
+    32008: "bitshuffle",
+    32013: "zfp",
+    32015: "zstd",
+    32017: "sz",
+    32026: "blosc2",
 }
 CHUNK_CACHE_BYTES = 16 << 20  # 16 MiB: holds several 16-row scene chunks (2.4 MB each)
 
@@ -105,10 +117,13 @@ def get_dataset(h5obj: h5py.Group, path: str, *, where: str, option: str) -> h5p
         return obj
     if isinstance(obj, h5py.Group):
         raise DatasetNotFound(f"{option}: {path!r} in {where} is a group, not a dataset")
+    broken = _broken_link(h5obj, path)
+    if broken:
+        raise DatasetNotFound(f"{option}: {path!r} in {where} is {broken}")
     existing = list_datasets(h5obj)
     if not path.startswith("/"):
         base = h5obj.name.rstrip("/") + "/"
-        existing = [p[len(base):] if p.startswith(base) else p for p in existing]
+        existing = [p[len(base) :] if p.startswith(base) else p for p in existing]
     near = difflib.get_close_matches(path, existing, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
     if not near and existing:
@@ -116,6 +131,22 @@ def get_dataset(h5obj: h5py.Group, path: str, *, where: str, option: str) -> h5p
             ", ..." if len(existing) > 5 else ""
         )
     raise DatasetNotFound(f"{option}: dataset {path!r} not found in {where}{hint}")
+
+
+def _broken_link(h5obj: h5py.Group, path: str) -> str | None:
+    """Describe ``path`` when it is a link whose target cannot be opened, else ``None``."""
+    try:
+        link = h5obj.get(path, getlink=True)
+    except (KeyError, OSError, ValueError):
+        return None
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link to {link.path!r}, which does not exist"
+    if isinstance(link, h5py.ExternalLink):
+        return (
+            f"an external link to {link.path!r} in {link.filename}, which cannot be "
+            "opened (missing file, or no such dataset in it)"
+        )
+    return None
 
 
 def filter_names(dataset: h5py.Dataset) -> list[str]:
@@ -129,11 +160,16 @@ def filter_names(dataset: h5py.Dataset) -> list[str]:
 
 
 def ensure_filters(dataset: h5py.Dataset, *, where: str) -> None:
-    """Check every filter of ``dataset`` can decode here, loading hdf5plugin if needed.
+    """Check ``dataset`` can be decoded here: every filter is available (hdf5plugin is
+    loaded if needed) and, for a virtual dataset, every source file is present.
 
     Raises:
         FilterUnavailable: naming the filter, the dataset and the file.
+        SourceNotFound: a virtual dataset's source file is missing (HDF5 would silently
+            read fill values in its place).
     """
+    if dataset.is_virtual:
+        _ensure_virtual_sources(dataset, where=where)
     plist = dataset.id.get_create_plist()
     for i in range(plist.get_nfilters()):
         code, _flags, _values, raw_name = plist.get_filter(i)
@@ -148,6 +184,23 @@ def ensure_filters(dataset: h5py.Dataset, *, where: str) -> None:
             raise FilterUnavailable(
                 f"dataset {dataset.name} in {where}: compression filter {name!r} (id {code}) "
                 "is not available; install hdf5plugin or the HDF5 plugin for it"
+            )
+
+
+def _ensure_virtual_sources(dataset: h5py.Dataset, *, where: str) -> None:
+    base = os.path.dirname(os.path.abspath(dataset.file.filename))
+    prefix = os.environ.get("HDF5_VDS_PREFIX")
+    for source in dataset.virtual_sources():
+        name = source.file_name
+        if name == "." or "%" in name:  # this file, or a printf-style pattern
+            continue
+        candidates = [name] if os.path.isabs(name) else [os.path.join(base, name), name]
+        if prefix and not os.path.isabs(name):
+            candidates.append(os.path.join(prefix, name))
+        if not any(os.path.isfile(c) for c in candidates):
+            raise SourceNotFound(
+                f"virtual dataset {dataset.name} in {where}: its source file {name} (dataset "
+                f"{source.dset_name}) is missing; HDF5 would read fill values in its place"
             )
 
 
@@ -167,8 +220,11 @@ class Layout:
 
 def layout(dataset: h5py.Dataset) -> Layout:
     """The storage layout of a dataset."""
-    kinds = {h5py.h5d.CONTIGUOUS: "contiguous", h5py.h5d.CHUNKED: "chunked",
-             h5py.h5d.COMPACT: "compact"}
+    kinds = {
+        h5py.h5d.CONTIGUOUS: "contiguous",
+        h5py.h5d.CHUNKED: "chunked",
+        h5py.h5d.COMPACT: "compact",
+    }
     plist = dataset.id.get_create_plist()
     kind = kinds.get(plist.get_layout(), "virtual")
     if dataset.is_virtual:

@@ -92,6 +92,18 @@ def test_default_features_are_root_datasets_of_common_length(source, tmp_path):
     assert [f["name"] for f in manifest["features"]] == ["data", "label"]
 
 
+def test_a_root_mask_used_by_rows_is_not_a_default_feature(tmp_path):
+    path = tmp_path / "masked.h5"
+    with h5py.File(path, "w") as h5:
+        h5["x"] = np.arange(10)
+        h5["keep"] = np.arange(10) % 2 == 0
+    out = tmp_path / "out"
+    assert run("convert", path, "-o", out, "--rows", "@/keep", "--workers", "1").exit_code == 0
+    assert [int(v) for v in read_split(str(out))["x"]] == [0, 2, 4, 6, 8]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["features"]] == ["x"]
+
+
 def test_python_dash_m_and_help_do_not_import_tensorflow():
     code = (
         "import sys; from click.testing import CliRunner; from hdf5_to_records.cli import "
