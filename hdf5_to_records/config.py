@@ -21,6 +21,13 @@ Compression = Literal["none", "gzip"]
 _FEATURE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
+def default_workers() -> int:
+    """CPUs this process may use (container limits included), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """One output feature: its name and the dataset path it is read from."""
@@ -65,7 +72,7 @@ class ConvertConfig:
     name: str | None = None
     compression: Compression = "none"
     rows_per_record: int | None = None
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: default_workers())
     overwrite: bool = False
     resume: bool = False
 
@@ -92,6 +99,8 @@ class ConvertConfig:
             raise UsageError(f"--shard-size must be positive, got {self.shard_size}")
         if self.rows_per_record is not None and self.rows_per_record < 1:
             raise UsageError(f"--rows-per-record must be >= 1, got {self.rows_per_record}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
         if self.compression not in ("none", "gzip"):
@@ -176,56 +185,62 @@ def _resolve_path(path: str, base_dir: str | None) -> str:
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-_KEYS = {f.name for f in fields(ConvertConfig)} | {"feature", "split", "source"}
+_KEYS = {f.name for f in fields(ConvertConfig)}
+
+
+_ALIASES = {"feature": "features", "split": "splits", "source": "sources"}
+
+
+def _canonical(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Option names as config keys: dashes to underscores, singular aliases to plurals."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        out[_ALIASES.get(key, key)] = value
+    return out
 
 
 def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) -> ConvertConfig:
     """Merge a YAML config file (if any) with command-line ``options`` into a config.
 
-    ``options`` holds only the flags the user actually gave; they override the file.
-    Relative paths in the file are resolved against the file's directory.
+    ``options`` holds only the flags the user actually gave; each replaces the file's
+    value for that key. Relative paths in the file are resolved against its directory.
 
     Raises:
         UsageError: unknown keys, malformed values, contradictory options.
     """
-    merged: dict[str, Any] = {}
-    if yaml_path is not None:
-        merged.update(_load_yaml(yaml_path))
-    merged.update({k: v for k, v in options.items() if v is not None})
+    from_yaml = _canonical(_load_yaml(yaml_path)) if yaml_path is not None else {}
+    given = {k: v for k, v in _canonical(options).items() if v is not None}
     base_dir = os.path.dirname(os.path.abspath(yaml_path)) if yaml_path else None
-    from_file = set(_load_yaml(yaml_path)) - set(options) if yaml_path else set()
+    from_file = set(from_yaml) - set(given)
+    merged = {**from_yaml, **given}
 
     def path_of(key: str, value: str) -> str:
         return _resolve_path(value, base_dir) if key in from_file else value
 
     kwargs: dict[str, Any] = {}
-    sources = merged.pop("sources", None) or merged.pop("source", None) or ()
+    sources = merged.pop("sources", None) or ()
     if isinstance(sources, str):
         sources = [sources]
-    key = "sources" if "sources" in from_file or "source" in from_file else ""
-    kwargs["sources"] = tuple(path_of(key, str(s)) for s in sources)
+    kwargs["sources"] = tuple(path_of("sources", str(s)) for s in sources)
     kwargs["output"] = path_of("output", str(merged.pop("output", "") or ""))
-    features = merged.pop("features", None) or merged.pop("feature", None) or ()
+    features = merged.pop("features", None) or ()
     kwargs["features"] = tuple(parse_feature(p) for p in _as_pairs(features, key="features"))
-    splits = merged.pop("splits", None) or merged.pop("split", None)
+    splits = merged.pop("splits", None)
     if splits:
         kwargs["splits"] = tuple(parse_split(p) for p in _as_pairs(splits, key="splits"))
     if "rows" in merged:
         rows = str(merged.pop("rows"))
         is_file = rows.startswith("@") and rows.endswith((".npy", ".txt"))
         kwargs["rows"] = "@" + path_of("rows", rows[1:]) if is_file else rows
-    for size_key in ("shard_size",):
-        if size_key in merged:
-            try:
-                kwargs[size_key] = parse_size(merged.pop(size_key))
-            except ValueError as exc:
-                raise UsageError(f"--shard-size: {exc}") from None
+    if "shard_size" in merged:
+        try:
+            kwargs["shard_size"] = parse_size(merged.pop("shard_size"))
+        except ValueError as exc:
+            raise UsageError(f"--shard-size: {exc}") from None
     for int_key in ("seed", "num_shards", "rows_per_record", "workers"):
         if int_key in merged:
-            try:
-                kwargs[int_key] = int(merged.pop(int_key))
-            except (TypeError, ValueError):
-                raise UsageError(f"--{int_key.replace('_', '-')}: expected an integer") from None
+            kwargs[int_key] = _as_int(merged.pop(int_key), int_key)
     for bool_key in ("shuffle", "overwrite", "resume"):
         if bool_key in merged:
             value = merged.pop(bool_key)
@@ -240,6 +255,16 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
         where = f" in {yaml_path}" if yaml_path else ""
         raise UsageError(f"unknown config key {unknown!r}{where}; known keys: {sorted(_KEYS)}")
     return ConvertConfig(**kwargs)
+
+
+def _as_int(value: Any, key: str) -> int:
+    option = "--" + key.replace("_", "-")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise UsageError(f"{option}: expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: expected an integer, got {value!r}") from None
 
 
 def _load_yaml(path: str) -> dict[str, Any]:

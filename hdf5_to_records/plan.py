@@ -8,12 +8,16 @@ against, and what the executors run, one spec per task.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import sharding
+from ._version import __version__
 from .config import ConvertConfig
+from .errors import RecordTooLarge
 from .naming import ShardedFileTemplate
 from .schema import FeatureSchema, SourceSet
 from .sharding import choose_num_shards, choose_rows_per_record, shard_bounds, split_counts
@@ -112,13 +116,11 @@ def build_plan(
     rows_per_record = config.rows_per_record or choose_rows_per_record(example_bytes)
     template = ShardedFileTemplate(config.dataset_name)
 
+    _check_record_limit(features)
     if len(config.splits) == 1 and config.splits[0].fraction == 1.0:
         assignments = [np.arange(total)]
     else:
-        order = np.random.default_rng([config.seed, _SPLIT_STREAM]).permutation(total)
-        counts = split_counts(total, [s.fraction for s in config.splits])
-        edges = np.cumsum([0] + counts)
-        assignments = [np.sort(order[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+        assignments = _assign_splits(config, file_ids, rows)
 
     shuffle_rng = np.random.default_rng([config.seed, _SHUFFLE_STREAM])
     base = _plan_digest(config, sources, features, rows_per_record)
@@ -164,6 +166,55 @@ def build_plan(
     )
 
 
+def _assign_splits(config: ConvertConfig, file_ids: np.ndarray, rows: np.ndarray) -> list:
+    """Seeded random split of the examples, by distinct source row.
+
+    Repeated rows (oversampling index lists) all land in the same split, so no row
+    leaks from train into test. Each split keeps selection order.
+    """
+    keys = file_ids.astype(np.int64) << np.int64(40) | rows
+    unique, inverse = np.unique(keys, return_inverse=True)
+    order = np.random.default_rng([config.seed, _SPLIT_STREAM]).permutation(unique.size)
+    counts = split_counts(unique.size, [s.fraction for s in config.splits])
+    split_of_unique = np.full(unique.size, -1, np.int64)
+    edges = np.cumsum([0] + counts)
+    for index, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        split_of_unique[order[a:b]] = index
+    split_of_example = split_of_unique[inverse.ravel()]
+    return [np.flatnonzero(split_of_example == i) for i in range(len(config.splits))]
+
+
+def _check_record_limit(features: tuple[FeatureSchema, ...]) -> None:
+    """Refuse at plan time an example that cannot fit in one record.
+
+    Raises:
+        RecordTooLarge: naming the feature and its size.
+    """
+    fixed = [f for f in features if f.stored.encoding == "raw" and None not in f.shape]
+    total = sum(f.example_bytes() for f in fixed)
+    if total > sharding.MAX_RECORD_BYTES:
+        biggest = max(fixed, key=lambda f: f.example_bytes())
+        raise RecordTooLarge(
+            f"one example takes {total} bytes (feature {biggest.name!r}: "
+            f"{biggest.example_bytes()} bytes), over the {sharding.MAX_RECORD_BYTES}-byte "
+            "limit of one TFRecord record"
+        )
+
+
+def _transform_fingerprint(spec: str | None) -> str | None:
+    """The transform and the source of its module, so --resume notices edited code."""
+    if spec is None:
+        return None
+    module_name = spec.partition(":")[0]
+    try:
+        module_spec = importlib.util.find_spec(module_name)
+        origin = module_spec.origin if module_spec is not None else None
+        with open(origin, "rb") as handle:
+            return spec + ":" + hashlib.sha256(handle.read()).hexdigest()
+    except (ImportError, OSError, TypeError, ValueError):
+        return spec
+
+
 def _plan_digest(
     config: ConvertConfig,
     sources: SourceSet,
@@ -181,7 +232,8 @@ def _plan_digest(
             ],
             "rows_per_record": rows_per_record,
             "compression": config.compression,
-            "transform": config.transform,
+            "transform": _transform_fingerprint(config.transform),
+            "tool_version": __version__,
         },
         sort_keys=True,
     )

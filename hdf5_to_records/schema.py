@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import ConvertConfig, FeatureSpec, check_feature_name
 from .dtypes import StoredType, stored_type
-from .errors import SchemaError, UsageError
+from .errors import SchemaError, SelectionError
 from .selection import RowSpec, parse_rows, resolve_rows
 from .sources import ensure_filters, expand_sources, get_dataset, layout, open_h5
 
@@ -39,6 +39,8 @@ class FeatureSchema:
     shape: Shape  # None marks a dimension that varies between examples
     ragged: bool  # records carry each example's shape under "<name>/shape"
     mean_elements: float | None = None  # mean values per example, for ragged features
+    mean_item_bytes: float | None = None  # mean bytes per string, sampled from the source
+    enum: tuple[tuple[str, int], ...] | None = None  # HDF5 enum labels, stored as integers
 
     def example_bytes(self) -> int:
         """Estimated stored bytes of one example, for record and shard sizing.
@@ -51,7 +53,7 @@ class FeatureSchema:
             count = int(np.prod([d or 1 for d in self.shape], dtype=np.int64))
         if self.stored.encoding == "bytes":
             item = self.stored.memory.itemsize if self.stored.memory.kind == "S" else 0
-            return count * (item or _STRING_BYTES_GUESS)
+            return count * max(1, round(self.mean_item_bytes or item or _STRING_BYTES_GUESS))
         return count * self.stored.memory.itemsize
 
 
@@ -115,7 +117,7 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                 for f in features
             }
             lengths = {}
-            chunk_rows = 1
+            chunk_rows, biggest_chunk = 1, 0
             for spec in features:
                 ds = datasets[spec.name]
                 where = f"feature {spec.name!r}: dataset {spec.path} in {name}"
@@ -125,21 +127,30 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                         "(use --groups for one example per group)"
                     )
                 ensure_filters(ds, where=name)
+                stored = stored_type(ds.dtype, where=where)
                 schema = FeatureSchema(
                     spec.name,
                     spec.path,
                     ds.dtype.str,
-                    stored_type(ds.dtype, where=where),
+                    stored,
                     ds.shape[1:],
                     False,
+                    mean_item_bytes=_sample_string_bytes(ds) if stored.encoding == "bytes" else None,
+                    enum=enum_labels(ds.dtype),
                 )
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
                 lengths[spec.path] = ds.shape[0]
-                chunk_rows = max(chunk_rows, layout(ds).chunk_rows)
+                chunk_bytes = _chunk_bytes(ds)
+                if chunk_bytes > biggest_chunk:
+                    biggest_chunk, chunk_rows = chunk_bytes, layout(ds).chunk_rows
             if len(set(lengths.values())) > 1:
                 detail = ", ".join(f"{p} has {n}" for p, n in lengths.items())
                 raise SchemaError(f"features must share the axis-0 length in {name}: {detail}")
             num_rows = next(iter(lengths.values()))
+            if num_rows == 0:
+                raise SelectionError(
+                    f"source {name} has no rows: its features have axis-0 length 0"
+                )
             rows = resolve_rows(row_spec, num_rows, h5file=h5, where=name)
         stat = os.stat(path)
         files.append(
@@ -175,7 +186,38 @@ def _auto_features(
     return tuple(FeatureSpec(k, "/" + k) for k in chosen)
 
 
+def enum_labels(dtype: np.dtype) -> tuple[tuple[str, int], ...] | None:
+    """The enum's labels and values, sorted by value; None for other dtypes."""
+    mapping = h5py.check_enum_dtype(dtype)
+    if mapping is None:
+        return None
+    return tuple(sorted(((str(k), int(v)) for k, v in mapping.items()), key=lambda kv: kv[1]))
+
+
+def _chunk_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of one chunk (0 for unchunked data), to pick the chunking that matters."""
+    if not ds.chunks:
+        return 0
+    return int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
+
+
+def _sample_string_bytes(ds: h5py.Dataset, samples: int = 256) -> float | None:
+    """Mean bytes per string over up to ``samples`` rows spread over the dataset."""
+    if ds.shape[0] == 0:
+        return None
+    rows = np.unique(np.linspace(0, ds.shape[0] - 1, min(samples, ds.shape[0])).astype(np.int64))
+    values = np.asarray(ds[rows]).ravel()
+    if values.size == 0:
+        return None
+    return float(np.mean([len(v) for v in values.tolist()]))
+
+
 def _check_consistent(first: FeatureSchema, other: FeatureSchema, where: str) -> None:
+    if first.enum != other.enum:
+        raise SchemaError(
+            f"{where} is an enum with labels {dict(other.enum or ())}, but earlier sources "
+            f"have {dict(first.enum or ())}"
+        )
     if first.stored.dtype != other.stored.dtype:
         raise SchemaError(
             f"{where} has dtype {other.stored.dtype}, but earlier sources have {first.stored.dtype}"
@@ -211,7 +253,7 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
         with open_h5(path) as h5:
             groups = match_groups(h5, config.groups)
             if not groups:
-                raise UsageError(f"--groups {config.groups!r} matches no groups in {name}")
+                raise SelectionError(f"--groups {config.groups!r} matches no groups in {name}")
             if not features:
                 first = h5[groups[0]]
                 features = tuple(
@@ -233,8 +275,8 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
                         group, spec.path.lstrip("/"), where=gwhere, option=f"feature {spec.name!r}"
                     )
                     where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
+                    ensure_filters(ds, where=name)
                     if spec.name not in schemas:
-                        ensure_filters(ds, where=name)
                         schemas[spec.name] = FeatureSchema(
                             spec.name,
                             spec.path,
@@ -242,8 +284,14 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
                             stored_type(ds.dtype, where=where),
                             ds.shape,
                             True,
+                            enum=enum_labels(ds.dtype),
                         )
                     known = schemas[spec.name]
+                    if enum_labels(ds.dtype) != known.enum:
+                        raise SchemaError(
+                            f"{where} is an enum with labels {dict(enum_labels(ds.dtype) or ())}"
+                            f", but other examples have {dict(known.enum or ())}"
+                        )
                     if stored_type(ds.dtype, where=where).dtype != known.stored.dtype:
                         raise SchemaError(
                             f"{where} has dtype {ds.dtype}, but other examples have "
@@ -268,6 +316,7 @@ def _scan_groups(config: ConvertConfig, paths: list[str], row_spec: RowSpec | No
             merge_shapes(shapes[s.name]),
             True,
             float(np.mean([np.prod(shape) for shape in shapes[s.name]])),
+            enum=s.enum,
         )
         for s in schemas.values()
     )

@@ -105,7 +105,13 @@ def _check_indices(rows: np.ndarray, num_rows: int, spec: RowSpec, where: str) -
         raise SelectionError(
             f"--rows {spec.text!r}: expected integer row indices, got {rows.dtype}"
         )
-    rows = rows.astype(np.int64).ravel()
+    rows = rows.ravel()
+    if rows.dtype == np.uint64 and rows.size and int(rows.max()) >= num_rows:
+        raise SelectionError(
+            f"--rows {spec.text!r}: row index {int(rows.max())} is out of range for {where} "
+            f"({num_rows} rows)"
+        )
+    rows = rows.astype(np.int64)
     bad = (rows < -num_rows) | (rows >= num_rows)
     if bad.any():
         raise SelectionError(
@@ -142,6 +148,14 @@ def _rows_from_dataset(spec: RowSpec, num_rows: int, h5file, where: str) -> np.n
     if values.ndim != 1:
         raise SelectionError(
             f"--rows {spec.text!r}: {spec.dataset} in {where} must be 1-D, got shape {values.shape}"
+        )
+    if values.dtype.kind in "iu" and values.size == num_rows > 2 and np.isin(values, (0, 1)).all():
+        # MATLAB and C tools write logical masks as 0/1 integers: as indices they would
+        # silently select rows 0 and 1 over and over.
+        raise SelectionError(
+            f"--rows {spec.text!r}: {spec.dataset} in {where} holds only 0s and 1s and is as "
+            "long as the file: it looks like a mask stored as integers; store it as bool "
+            "(or as a list of row indices)"
         )
     return _check_indices(values, num_rows, spec, where)
 

@@ -122,3 +122,30 @@ def test_to_json_records_effective_values():
     config = ConvertConfig(("a.h5",), "out", features=(FeatureSpec("x", "/x"),), seed=5)
     data = config.to_json()
     assert data["features"] == {"x": "/x"} and data["seed"] == 5 and data["name"] == "out"
+
+
+def test_yaml_aliases_merge_with_flags(tmp_path):
+    config_file = tmp_path / "conf.yaml"
+    config_file.write_text(
+        "source: a.h5\noutput: o\nfeature: {x: /x}\nsplits: {train: 0.5, test: 0.5}\n"
+    )
+    config = build_config(
+        {"feature": ("y=/y",), "split": ("all=1.0",)}, yaml_path=str(config_file)
+    )
+    assert config.sources == (str(tmp_path / "a.h5"),)
+    assert config.features == (FeatureSpec("y", "/y"),)
+    assert config.splits == (SplitSpec("all", 1.0),)
+    flags = build_config({"sources": ("b.h5",)}, yaml_path=str(config_file))
+    assert flags.sources == ("b.h5",)
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("seed: 1.9\n", "--seed: expected an integer, got 1.9"),
+     ("workers: true\n", "--workers: expected an integer"), ("seed: -1\n", "--seed must be >= 0")],
+)
+def test_integer_keys_are_checked(tmp_path, text, match):
+    config_file = tmp_path / "conf.yaml"
+    config_file.write_text(text)
+    with pytest.raises(UsageError, match=match):
+        build_config({"sources": ["a.h5"], "output": "o"}, yaml_path=str(config_file))

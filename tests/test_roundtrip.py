@@ -349,7 +349,7 @@ def _check_rows_by_id(path, got: dict[str, list], check_examples) -> list[int]:
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_splits_partition_the_selection(tmp_path, write_h5, convert_h5, check_examples, shuffle):
     path = _id_file(tmp_path, write_h5, 41)
-    selection = list(range(3, 38)) + [5, 5]  # repeated rows count as separate examples
+    selection = list(range(3, 38)) + [5, 5]  # a repeated row stays in one split
     np.save(tmp_path / "sel.npy", np.array(selection))
     splits = {"train": 0.6, "val": 0.25, "test": 0.15}
     out = convert_h5(
@@ -371,8 +371,10 @@ def test_splits_partition_the_selection(tmp_path, write_h5, convert_h5, check_ex
             assert all(row in remaining for row in ids), (split, ids)
         seen += ids
     assert collections.Counter(seen) == collections.Counter(selection)
-    sizes = [manifest["splits"][s]["num_examples"] for s in splits]
-    assert sizes == [round(37 * 0.6), round(37 * 0.85) - round(37 * 0.6), 37 - round(37 * 0.85)]
+    by_split = {s: _check_rows_by_id(path, read_split(out, s), check_examples) for s in splits}
+    assert sum(ids.count(5) == 3 for ids in by_split.values()) == 1  # no leak across splits
+    distinct = [len(set(by_split[s])) for s in splits]  # splits are cut by distinct rows
+    assert distinct == [round(35 * 0.6), round(35 * 0.85) - round(35 * 0.6), 35 - round(35 * 0.85)]
 
 
 def _shard_bytes(out: str) -> dict[str, bytes]:

@@ -93,3 +93,15 @@ def test_index_and_mask_datasets(tmp_path):
             rows("@/sel/bad", h5file=h5)
         with pytest.raises(DatasetNotFound, match="did you mean '/sel/idx'"):
             rows("@/sel/idz", h5file=h5)
+
+
+def test_integer_masks_are_refused_not_taken_as_indices(tmp_path):
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        h5["keep_u8"] = np.array([0, 0, 0, 1, 1, 0, 0, 1, 0, 0], np.uint8)
+        h5["huge"] = np.array([2**63 + 5], np.uint64)
+    with h5py.File(path, "r") as h5:
+        with pytest.raises(SelectionError, match="looks like a mask stored as integers"):
+            rows("@/keep_u8", h5file=h5)
+        with pytest.raises(SelectionError, match="row index 9223372036854775813 is out of range"):
+            rows("@/huge", h5file=h5)
