@@ -7,6 +7,10 @@ number for the process it waits for. A process whose parent exits first (the con
 forkserver and its workers can outlive the main process by a few milliseconds) would
 escape that count, so this process makes itself a child subreaper: such orphans are
 re-parented here and reaped with ``wait4`` too. The peak is the max over both.
+
+CPU seconds (user, system) come from the same ``rusage`` records, summed. The whole
+machine's busy CPU time over the run (``/proc/stat``) minus the command's own is what
+other processes (other people's tests, kernel writeback) took meanwhile: the noise.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class Measurement:
     peak_rss_bytes: int  # largest single process of the whole tree, orphans included
     time_rss_bytes: int | None  # GNU time's "Maximum resident set size", if it ran
     orphans: int  # descendants that outlived their parent and were reaped here
+    user_s: float  # CPU seconds of the whole tree, user mode
+    sys_s: float  # CPU seconds of the whole tree, kernel mode (page faults, copies)
+    machine_busy_s: float | None  # CPU seconds every process on the machine used meanwhile
     returncode: int
     stdout: str
     stderr: str
@@ -49,8 +56,21 @@ def become_subreaper() -> None:
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
-def run(argv: Sequence[str], *, env: dict[str, str] | None = None,
-        use_time: bool = True) -> Measurement:
+def machine_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (all CPUs, idle and iowait excluded)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    guest = sum(fields[8:10])  # already counted in user and nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, use_time: bool = True
+) -> Measurement:
     """Run ``argv`` to completion; stdout and stderr are captured (to files, not pipes).
 
     Call :func:`become_subreaper` once first. This process must have no other children
@@ -61,12 +81,15 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None,
         time_path = os.path.join(tmp, "time")
         cmd = [TIME_BIN, "-f", "%M", "-o", time_path, *argv] if use_time else list(argv)
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            busy_before = machine_busy_seconds()
             started = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - started
+            busy_after = machine_busy_seconds()
         proc.returncode = os.waitstatus_to_exitcode(status)
         peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+        user, system = usage.ru_utime, usage.ru_stime
         orphans = 0
         deadline = time.monotonic() + _ORPHAN_WAIT_S
         while time.monotonic() < deadline:
@@ -79,6 +102,7 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None,
                 continue
             orphans += 1
             peak = max(peak, usage.ru_maxrss * 1024)
+            user, system = user + usage.ru_utime, system + usage.ru_stime
         time_rss = None
         if use_time:
             with open(time_path) as handle:
@@ -86,4 +110,7 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None,
             time_rss = int(lines[-1]) * 1024 if lines and lines[-1].isdigit() else None
         with open(out_path, errors="replace") as o, open(err_path, errors="replace") as e:
             stdout, stderr = o.read(), e.read()
-    return Measurement(seconds, peak, time_rss, orphans, proc.returncode, stdout, stderr)
+    busy = None if busy_before is None or busy_after is None else busy_after - busy_before
+    return Measurement(
+        seconds, peak, time_rss, orphans, user, system, busy, proc.returncode, stdout, stderr
+    )

@@ -43,13 +43,20 @@ def write_scene_file(path: str, num_rows: int, *, layout: str = "gzip", seed: in
         kwargs["chunks"] = True
     if layout == "gzip":
         kwargs.update(compression="gzip", compression_opts=4, shuffle=True)
+    chunk_rows = min(CHUNK_ROWS, max(num_rows, 1))
     with h5py.File(path, "w") as h5:
         data = h5.create_dataset(
-            "data", (num_rows, POINTS, CHANNELS), np.float32,
-            **({**kwargs, "chunks": (CHUNK_ROWS, POINTS, CHANNELS)} if kwargs else {}))
+            "data",
+            (num_rows, POINTS, CHANNELS),
+            np.float32,
+            **({**kwargs, "chunks": (chunk_rows, POINTS, CHANNELS)} if kwargs else {}),
+        )
         label = h5.create_dataset(
-            "label", (num_rows, POINTS), np.uint8,
-            **({**kwargs, "chunks": (CHUNK_ROWS, POINTS)} if kwargs else {}))
+            "label",
+            (num_rows, POINTS),
+            np.uint8,
+            **({**kwargs, "chunks": (chunk_rows, POINTS)} if kwargs else {}),
+        )
         for start in range(0, num_rows, _BLOCK_ROWS):
             stop = min(num_rows, start + _BLOCK_ROWS)
             data[start:stop], label[start:stop] = scene_rows(start, stop, seed=seed)
@@ -67,7 +74,11 @@ def scene_file_layout(path: str) -> tuple[int, str] | None:
             data, label = h5["data"], h5["label"]
             rows = data.shape[0]
             if (data.shape[1:], data.dtype, label.shape, label.dtype) != (
-                    (POINTS, CHANNELS), np.float32, (rows, POINTS), np.uint8):
+                (POINTS, CHANNELS),
+                np.float32,
+                (rows, POINTS),
+                np.uint8,
+            ):
                 return None
             if data.chunks is None:
                 kind = "contiguous"

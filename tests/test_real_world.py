@@ -273,11 +273,6 @@ def h5_rows_of_groups(path, name: str) -> list:
         return [h5[group][name][()] for group in sorted(h5)]
 
 
-@pytest.mark.xfail(
-    reason="samples.write_scene_file asks for 16-row chunks even when the file has fewer "
-    "rows, which h5py refuses (chunk shape greater than the data shape)",
-    strict=True,
-)
 def test_small_chunked_scene_file(tmp_path, convert_h5, check_examples):
     path = write_scene_file(str(tmp_path / "small.h5"), 5, layout="gzip")
     out = convert_h5(path, features={"label": "/label"})
