@@ -15,7 +15,7 @@ from typing import Any
 from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
-from .executor import execute
+from .executor import execute, prestart
 from .manifest import build_manifest, write_manifest
 from .output import prepare_output
 from .plan import Plan, build_plan
@@ -52,6 +52,8 @@ def convert(
     Raises:
         Hdf5ToRecordsError: any bad input or output, with the file, dataset or option.
     """
+    if not dry_run:
+        prestart(config.output, config.workers)
     sources = scan_sources(config)
     features = _output_schema(config, sources)
     plan = build_plan(config, sources, features)
@@ -70,7 +72,7 @@ def convert(
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
     job = Job(
         config.output,
-        sources,
+        sources.without_selections(),
         sources.features,
         features,
         plan.rows_per_record,

@@ -53,33 +53,61 @@ def _int64_feature(values: list[int]) -> bytes:
     return _field(3, _field(1, b"".join(_varint(v) for v in values)))
 
 
-def _raw_bytes_feature(block: np.ndarray, dtype: np.dtype) -> bytes:
-    payload = np.ascontiguousarray(block, dtype=dtype).tobytes()
-    # bytes_list { value: payload }; assembled without a second copy of the payload
-    inner_len = len(payload)
-    value_field = _varint((1 << 3) | 2) + _varint(inner_len)
-    list_len = len(value_field) + inner_len
-    return b"".join([_varint((1 << 3) | 2), _varint(list_len), value_field, payload])
+Piece = bytes | memoryview
+_LEN1 = (1 << 3) | 2  # field 1, length-delimited
+_LEN2 = (2 << 3) | 2  # field 2, length-delimited
 
 
-def encode_block(columns: dict[str, Column], n: int, features: tuple[FeatureSchema, ...]) -> bytes:
-    """Serialize ``n`` examples as one ``tf.train.Example``.
+def _raw_bytes_feature(block: np.ndarray, dtype: np.dtype) -> list[Piece]:
+    """``Feature{bytes_list{value: <raw bytes>}}`` without copying the block.
+
+    The payload is a view of the (already little-endian, C-ordered) window array; the
+    protobuf headers around it are built from its length alone.
+    """
+    flat = np.ascontiguousarray(block, dtype=dtype).reshape(-1).view(np.uint8)
+    payload = memoryview(flat)
+    value_head = _varint(_LEN1) + _varint(payload.nbytes)
+    list_len = len(value_head) + payload.nbytes
+    return [_varint(_LEN1) + _varint(list_len) + value_head, payload]
+
+
+def _map_entry(key: str, feature: list[Piece]) -> list[Piece]:
+    """``Features.feature`` map entry ``{key, value: feature}`` as pieces."""
+    feature_len = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in feature)
+    key_field = _field(1, key.encode())
+    value_head = _varint(_LEN2) + _varint(feature_len)
+    entry_len = len(key_field) + len(value_head) + feature_len
+    return [_varint(_LEN1) + _varint(entry_len) + key_field + value_head, *feature]
+
+
+def piece_length(pieces: list[Piece]) -> int:
+    """Total bytes of a record given as pieces."""
+    return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)
+
+
+def encode_block(
+    columns: dict[str, Column], n: int, features: tuple[FeatureSchema, ...]
+) -> list[Piece]:
+    """Serialize ``n`` examples as one ``tf.train.Example``, as a list of pieces.
+
+    Numeric payloads are views of the window arrays (no copy); the caller writes the
+    pieces in order and must not reuse the arrays until they are written.
 
     Raises:
         RecordTooLarge: the record would exceed what a protobuf parser accepts.
     """
-    entries: dict[str, bytes] = {COUNT_KEY: _int64_feature([n])}
+    entries: dict[str, list[Piece]] = {COUNT_KEY: [_int64_feature([n])]}
     for feature in features:
         column = columns[feature.name]
         if feature.ragged:
             items = [np.asarray(v) for v in column]
-            entries[feature.name + SHAPE_SUFFIX] = _int64_feature(
-                [d for v in items for d in v.shape]
-            )
+            entries[feature.name + SHAPE_SUFFIX] = [
+                _int64_feature([d for v in items for d in v.shape])
+            ]
             if feature.stored.encoding == "bytes":
-                entries[feature.name] = _bytes_feature(
-                    [_as_bytes(x) for v in items for x in v.ravel().tolist()]
-                )
+                entries[feature.name] = [
+                    _bytes_feature([_as_bytes(x) for v in items for x in v.ravel().tolist()])
+                ]
             else:
                 flat = (
                     np.concatenate([v.ravel() for v in items])
@@ -88,23 +116,34 @@ def encode_block(columns: dict[str, Column], n: int, features: tuple[FeatureSche
                 )
                 entries[feature.name] = _raw_bytes_feature(flat, feature.stored.memory)
         elif feature.stored.encoding == "bytes":
-            entries[feature.name] = _bytes_feature(
-                [_as_bytes(x) for x in np.asarray(column).ravel().tolist()]
-            )
+            entries[feature.name] = [
+                _bytes_feature([_as_bytes(x) for x in np.asarray(column).ravel().tolist()])
+            ]
         else:
             entries[feature.name] = _raw_bytes_feature(column, feature.stored.memory)
-    parts = []
+    body: list[Piece] = []
     for key in sorted(entries):
-        entry = _field(1, key.encode()) + _field(2, entries[key])
-        parts.append(_field(1, entry))
-    record = _field(1, b"".join(parts))
-    if len(record) > MAX_RECORD_BYTES:
+        body.extend(_map_entry(key, entries[key]))
+    body_len = piece_length(body)
+    total = body_len + len(_varint(_LEN1)) + len(_varint(body_len))
+    if total > MAX_RECORD_BYTES:
         raise RecordTooLarge(
-            f"a record of {n} example(s) takes {len(record)} bytes, over the "
+            f"a record of {n} example(s) takes {total} bytes, over the "
             f"{MAX_RECORD_BYTES}-byte limit of one TFRecord record"
             + ("; lower --rows-per-record" if n > 1 else "")
         )
-    return record
+    return _coalesce([_varint(_LEN1) + _varint(body_len), *body])
+
+
+def _coalesce(pieces: list[Piece]) -> list[Piece]:
+    """Merge runs of small byte strings so a record is written in few calls."""
+    out: list[Piece] = []
+    for piece in pieces:
+        if out and isinstance(piece, bytes) and isinstance(out[-1], bytes):
+            out[-1] = out[-1] + piece
+        else:
+            out.append(piece)
+    return out
 
 
 def _as_bytes(value) -> bytes:
@@ -165,16 +204,19 @@ def _concat(a: Column, b: Column) -> Column:
     return list(a) + list(b)
 
 
-def record_framing(data: bytes) -> tuple[bytes, bytes]:
-    """The TFRecord framing around one record: (length + masked CRC32C of it, data CRC).
+def record_framing(pieces: list[Piece]) -> tuple[bytes, bytes]:
+    """The TFRecord framing around one record: (length + its masked CRC32C, data CRC).
 
-    Written as prefix, data, suffix so the record itself is never copied again.
+    Written as prefix, pieces, suffix so the record itself is never copied.
     """
-    import google_crc32c
+    from crc32c import crc32c
 
-    header = struct.pack("<Q", len(data))
-    prefix = header + struct.pack("<I", _mask(google_crc32c.value(header)))
-    return prefix, struct.pack("<I", _mask(google_crc32c.value(data)))
+    header = struct.pack("<Q", piece_length(pieces))
+    crc = 0
+    for piece in pieces:
+        crc = crc32c(piece, crc)
+    prefix = header + struct.pack("<I", _mask(crc32c(header)))
+    return prefix, struct.pack("<I", _mask(crc))
 
 
 def _mask(crc: int) -> int:

@@ -53,8 +53,32 @@ def makedirs(path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
 
+class _GFileWriter:
+    """A GFile that also takes memoryviews (GFile.write wants bytes or str)."""
+
+    def __init__(self, path: str):
+        self._file = _gfile().GFile(path, "wb")
+
+    def write(self, data) -> int:
+        data = data if isinstance(data, bytes) else bytes(data)
+        self._file.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def open_write(path: str) -> BinaryIO:
-    return _gfile().GFile(path, "wb") if is_url(path) else open(path, "wb")
+    return _GFileWriter(path) if is_url(path) else open(path, "wb")
 
 
 def open_read(path: str) -> BinaryIO:

@@ -7,6 +7,7 @@ It reads metadata only (shapes, dtypes, layouts, index/mask datasets).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fnmatch
 import glob
 import logging
@@ -79,6 +80,12 @@ class SourceSet:
     features: tuple[FeatureSchema, ...]
     group_pattern: str | None = None
 
+    def without_selections(self) -> SourceSet:
+        """The same sources without their row arrays: all a worker needs, much smaller."""
+        empty = np.empty(0, np.int64)
+        files = tuple(dataclasses.replace(f, rows=empty) for f in self.files)
+        return dataclasses.replace(self, files=files)
+
     @property
     def num_examples(self) -> int:
         return sum(int(f.rows.size) for f in self.files)
@@ -135,7 +142,9 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                     stored,
                     ds.shape[1:],
                     False,
-                    mean_item_bytes=_sample_string_bytes(ds) if stored.encoding == "bytes" else None,
+                    mean_item_bytes=_sample_string_bytes(ds)
+                    if stored.encoding == "bytes"
+                    else None,
                     enum=enum_labels(ds.dtype),
                 )
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)

@@ -30,15 +30,18 @@ def choose_num_shards(
 ) -> int:
     """How many shards one split gets.
 
-    An explicit ``num_shards`` wins. Otherwise aim at ``shard_bytes`` per shard (default
-    128 MiB) and at least ``min_shards`` (the worker count), never more shards than
-    examples, and at least one shard even for an empty split.
+    An explicit ``num_shards`` wins. Otherwise aim at ``shard_bytes`` per shard; by
+    default at 128 MiB shards in a multiple of ``min_shards`` (the worker count). Never
+    more shards than examples, and one shard even for an empty split.
     """
     if num_shards is not None:
         return max(1, min(num_shards, max(num_examples, 1)))
     target = shard_bytes or DEFAULT_SHARD_BYTES
-    by_size = math.ceil(total_bytes / target) if total_bytes else 1
-    wanted = max(by_size, min_shards if shard_bytes is None else 1, 1)
+    wanted = max(1, math.ceil(total_bytes / target) if total_bytes else 1)
+    if shard_bytes is None and min_shards > 1:
+        # A multiple of the worker count, so no worker writes the last shard alone
+        # (9 shards on 2 workers left one worker idle for a ninth of the run).
+        wanted = math.ceil(wanted / min_shards) * min_shards
     return max(1, min(wanted, max(num_examples, 1)))
 
 

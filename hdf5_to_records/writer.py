@@ -7,9 +7,8 @@ complete; the temporary file is removed in a ``finally``.
 
 from __future__ import annotations
 
+import collections
 import errno
-import gzip
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,15 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import fs
-from .encode import Blocker, encode_block, record_framing
+from .encode import Blocker, encode_block, piece_length, record_framing
 from .errors import Hdf5ToRecordsError, OutputError
 from .naming import TEMP_SUFFIX
 from .plan import ShardSpec
 from .reading import Column, ShardReader
 from .schema import FeatureSchema, SourceSet, merge_shapes
+from .sink import BackgroundSink
 from .transform import apply_transform, check_output, load_transform
 
-GZIP_LEVEL = 6  # zlib's default, as TensorFlow's TFRecordWriter uses
 Progress = Callable[[int, int], None]  # (examples, bytes) just written
 
 
@@ -56,22 +55,6 @@ class ShardResult:
     shapes: dict[str, list[int | None]] = field(default_factory=dict)
 
 
-class _HashingSink:
-    """Counts and hashes the bytes that reach the file."""
-
-    def __init__(self, raw):
-        self.raw, self.size, self.sha = raw, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.raw.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-
 def temp_path(job: Job, spec: ShardSpec) -> str:
     return fs.join(job.output, "." + spec.filename + TEMP_SUFFIX)
 
@@ -95,38 +78,40 @@ def write_shard(
     records = 0
     try:
         with fs.open_write(temp) as raw:
-            sink = _HashingSink(raw)
-            stream = (
-                gzip.GzipFile(
-                    filename="", fileobj=sink, mode="wb", mtime=0, compresslevel=GZIP_LEVEL
-                )
-                if job.compression == "gzip"
-                else sink
-            )
-            blocker = Blocker(job.rows_per_record)
+            sink = BackgroundSink(raw, compress=job.compression == "gzip")
+            try:
+                blocker = Blocker(job.rows_per_record)
 
-            def write_blocks(blocks) -> None:
-                nonlocal records
-                for block, count in blocks:
-                    record = encode_block(block, count, job.features)
-                    prefix, suffix = record_framing(record)
-                    stream.write(prefix)
-                    stream.write(record)
-                    stream.write(suffix)
-                    records += 1
-                    if progress is not None:
-                        progress(count, len(record))
+                def write_blocks(blocks) -> None:
+                    nonlocal records
+                    for block, count in blocks:
+                        pieces = encode_block(block, count, job.features)
+                        prefix, suffix = record_framing(pieces)
+                        sink.write(prefix)
+                        for piece in pieces:
+                            sink.write(piece)
+                        sink.write(suffix)
+                        records += 1
+                        if progress is not None:
+                            progress(count, piece_length(pieces))
 
-            for window in reader.windows(spec.file_ids, spec.rows):
-                columns, n = window.columns, window.stop - window.start
-                if transform is not None:
-                    columns = _transform_window(job, spec, window.start, columns, n, transform)
-                for name, shapes in observed.items():
-                    shapes.extend(np.shape(v) for v in columns[name])
-                write_blocks(blocker.add(columns, n))
-            write_blocks(blocker.flush())
-            if stream is not sink:
-                stream.close()
+                pending: collections.deque = collections.deque()
+                for window in reader.windows(spec.file_ids, spec.rows):
+                    columns, n = window.columns, window.stop - window.start
+                    if transform is not None:
+                        columns = _transform_window(job, spec, window.start, columns, n, transform)
+                    for name, shapes in observed.items():
+                        shapes.extend(np.shape(v) for v in columns[name])
+                    write_blocks(blocker.add(columns, n))
+                    # The reader reuses this window's arrays two windows later.
+                    pending.append(sink.barrier())
+                    if len(pending) > 1:
+                        pending.popleft().wait()
+                write_blocks(blocker.flush())
+                size, sha256 = sink.close()
+            except BaseException:
+                sink.abandon()
+                raise
         fs.rename(temp, final)
     except Hdf5ToRecordsError as exc:
         raise exc.with_context(f"shard {spec.filename}") from None
@@ -142,14 +127,7 @@ def write_shard(
         fs.remove(temp)
     shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
     return ShardResult(
-        spec.split,
-        spec.index,
-        spec.filename,
-        spec.num_examples,
-        records,
-        sink.size,
-        sink.sha.hexdigest(),
-        shapes,
+        spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
     )
 
 

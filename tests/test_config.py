@@ -129,9 +129,7 @@ def test_yaml_aliases_merge_with_flags(tmp_path):
     config_file.write_text(
         "source: a.h5\noutput: o\nfeature: {x: /x}\nsplits: {train: 0.5, test: 0.5}\n"
     )
-    config = build_config(
-        {"feature": ("y=/y",), "split": ("all=1.0",)}, yaml_path=str(config_file)
-    )
+    config = build_config({"feature": ("y=/y",), "split": ("all=1.0",)}, yaml_path=str(config_file))
     assert config.sources == (str(tmp_path / "a.h5"),)
     assert config.features == (FeatureSpec("y", "/y"),)
     assert config.splits == (SplitSpec("all", 1.0),)
@@ -141,8 +139,11 @@ def test_yaml_aliases_merge_with_flags(tmp_path):
 
 @pytest.mark.parametrize(
     "text, match",
-    [("seed: 1.9\n", "--seed: expected an integer, got 1.9"),
-     ("workers: true\n", "--workers: expected an integer"), ("seed: -1\n", "--seed must be >= 0")],
+    [
+        ("seed: 1.9\n", "--seed: expected an integer, got 1.9"),
+        ("workers: true\n", "--workers: expected an integer"),
+        ("seed: -1\n", "--seed must be >= 0"),
+    ],
 )
 def test_integer_keys_are_checked(tmp_path, text, match):
     config_file = tmp_path / "conf.yaml"

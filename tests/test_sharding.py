@@ -50,6 +50,8 @@ def test_shard_bounds_rejects_zero_shards():
         (1000, 1000, None, 7, 1, 7),  # explicit count wins
         (5, 1000, None, 7, 1, 5),
         (1000, 1000 << 20, 256 << 20, None, 8, 4),  # explicit size ignores the worker floor
+        (1000, 9 * DEFAULT_SHARD_BYTES, None, None, 2, 10),  # a multiple of the workers
+        (1000, 5 * DEFAULT_SHARD_BYTES, None, None, 4, 8),
     ],
 )
 def test_choose_num_shards(examples, nbytes, shard_bytes, num_shards, min_shards, expected):
