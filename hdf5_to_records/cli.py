@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import time
 
@@ -52,9 +53,10 @@ def _errors(debug: bool):
     except Hdf5ToRecordsError as exc:
         if debug:
             raise
+        message = " | ".join(line for line in str(exc).splitlines() if line.strip())
         if isinstance(exc, UsageError):
-            raise click.UsageError(str(exc)) from None
-        raise click.ClickException(str(exc)) from None
+            raise click.UsageError(message) from None
+        raise click.ClickException(message) from None
     except KeyboardInterrupt:
         if debug:
             raise
@@ -176,7 +178,10 @@ def convert(
         bar = _ProgressBar()
         started = time.perf_counter()
         try:
-            result = run_convert(config, dry_run=dry_run, on_start=bar.start, progress=bar.advance)
+            with _sigterm_as_interrupt():
+                result = run_convert(
+                    config, dry_run=dry_run, on_start=bar.start, progress=bar.advance
+                )
         finally:
             bar.close()
         if dry_run:
@@ -185,6 +190,25 @@ def convert(
         _print_result(
             result.manifest, config.output, time.perf_counter() - started, result.skipped_shards
         )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a job scheduler's kill) cleans up like Ctrl-C: workers stopped, temp
+    files removed, the resume state saved."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _ProgressBar:

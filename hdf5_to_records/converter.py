@@ -21,7 +21,7 @@ from .output import prepare_output
 from .plan import Plan, build_plan
 from .reading import ShardReader
 from .schema import FeatureSchema, SourceSet, scan_sources
-from .transform import apply_transform, load_transform, schema_of
+from .transform import apply_transform, example_for_transform, load_transform, schema_of
 from .writer import Job
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSc
         window = next(reader.windows(first.rows[:1] * 0, first.rows[:1]))
     finally:
         reader.close()
-    example = {name: column[0] for name, column in window.columns.items()}
+    example = example_for_transform(window.columns, 0, sources.features)
     item = f"group {first.groups[first.rows[0]]}" if first.groups else f"row {first.rows[0]}"
     where = f"the first example ({os.path.basename(first.path)} {item})"
     return schema_of(apply_transform(func, config.transform, example, where), config.transform)
@@ -113,7 +113,8 @@ def _check_space(config: ConvertConfig, todo) -> None:
     """Refuse up front when an uncompressed output clearly cannot fit."""
     free = fs.free_bytes(config.output)
     need = sum(s.est_bytes for s in todo)
-    if free is not None and config.compression == "none" and need > free:
+    # 0 free is what /proc and some FUSE mounts report: let the real write error speak.
+    if free and config.compression == "none" and need > free:
         raise OutputError(
             f"--output {config.output}: needs about {need / 1e6:.0f} MB but only "
             f"{free / 1e6:.0f} MB is free"

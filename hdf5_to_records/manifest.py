@@ -14,7 +14,7 @@ from . import fs
 from ._version import __version__
 from .config import ConvertConfig
 from .encode import COUNT_KEY, SHAPE_SUFFIX
-from .errors import ManifestError
+from .errors import ManifestError, OutputError
 from .plan import Plan
 from .writer import ShardResult
 
@@ -47,6 +47,7 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
                 "source": feature.source,
                 "source_dtype": feature.source_dtype,
                 "storage": "copy",
+                **({"enum": dict(feature.enum)} if feature.enum else {}),
             }
         )
     splits = {}
@@ -112,6 +113,8 @@ def write_manifest(output: str, manifest: dict[str, Any]) -> str:
         with fs.open_write(temp) as handle:
             handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n")
         fs.rename(temp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         fs.remove(temp)
     return path

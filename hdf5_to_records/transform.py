@@ -17,6 +17,7 @@ import numpy as np
 from .config import check_feature_name
 from .dtypes import stored_type
 from .errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError
+from .reading import Column
 from .schema import FeatureSchema
 
 Transform = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -46,6 +47,25 @@ def load_transform(spec: str) -> Transform:
     return func
 
 
+def example_for_transform(
+    columns: dict[str, Column], index: int, features: tuple[FeatureSchema, ...]
+) -> dict[str, np.ndarray]:
+    """Example ``index`` of a window as the transform sees it: source-like dtypes.
+
+    Bools come back as bool (stored as uint8), strings as ``S`` arrays (held as
+    objects while reading), so an identity transform stores what it was given.
+    """
+    example = {}
+    for feature in features:
+        value = np.asarray(columns[feature.name][index])
+        if feature.stored.dtype == "bool":
+            value = value.astype(bool)
+        elif value.dtype == object:
+            value = value.astype(np.bytes_)
+        example[feature.name] = value
+    return example
+
+
 def apply_transform(
     func: Transform, spec: str, example: dict[str, np.ndarray], where: str
 ) -> dict[str, np.ndarray]:
@@ -59,8 +79,9 @@ def apply_transform(
     except Hdf5ToRecordsError:
         raise
     except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TransformError(
-            f"--transform {spec} failed on {where}: {type(exc).__name__}: {exc}"
+            f"--transform {spec} failed on {where}: {type(exc).__name__}: {detail}"
         ) from None
     if not isinstance(result, Mapping) or not result:
         raise TransformError(

@@ -23,7 +23,7 @@ from .plan import ShardSpec
 from .reading import Column, ShardReader
 from .schema import FeatureSchema, SourceSet, merge_shapes
 from .sink import BackgroundSink
-from .transform import apply_transform, check_output, load_transform
+from .transform import apply_transform, check_output, example_for_transform, load_transform
 
 Progress = Callable[[int, int], None]  # (examples, bytes) just written
 
@@ -136,7 +136,7 @@ def _transform_window(
 ) -> dict[str, list]:
     out: dict[str, list] = {f.name: [] for f in job.features}
     for j in range(n):
-        example = {name: np.asarray(col[j]) for name, col in columns.items()}
+        example = example_for_transform(columns, j, job.read_features)
         source = job.sources.files[int(spec.file_ids[start + j])]
         item = (
             "group " + source.groups[int(spec.rows[start + j])]

@@ -320,3 +320,68 @@ def test_inspect(source):
         result.output
     )
     assert_failed(run("inspect", str(source) + ".missing"), 1, "no such file")
+
+
+def test_sigterm_stops_workers_and_cleans_up(tmp_path):
+    """A killed run leaves no worker behind, no temp file and no manifest."""
+    import signal
+    import time
+
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset(
+            "x",
+            data=np.zeros((4000, 2048), np.float32),
+            chunks=(16, 2048),
+            compression="gzip",
+            compression_opts=9,
+        )
+    (tmp_path / "slow.py").write_text(
+        "import time\n\ndef f(e):\n    time.sleep(0.01)\n    return e\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hdf5_to_records",
+            "convert",
+            str(path),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "--num-shards",
+            "4",
+            "--transform",
+            "slow:f",
+        ],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        out.exists() and any(n.endswith(".incomplete") for n in os.listdir(out))
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("Error: interrupted")
+    time.sleep(0.5)
+    assert not (out / "manifest.json").exists()
+    assert not [n for n in os.listdir(out) if n.endswith(".incomplete")]
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps
+
+
+def test_multiline_errors_print_on_one_line(tmp_path, source, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "multi.py").write_text(
+        "def f(e):\n    raise ValueError('first line\\nsecond line')\n"
+    )
+    result = run(
+        "convert", source, "-o", tmp_path / "o", "--transform", "multi:f", "--workers", "1"
+    )
+    assert_failed(result, 1, "ValueError: first line")

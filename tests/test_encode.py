@@ -1,0 +1,85 @@
+"""Record encoding: blocks of examples as tf.train.Example, framed as TFRecord."""
+
+import numpy as np
+import pytest
+
+from hdf5_to_records.dtypes import StoredType
+from hdf5_to_records.encode import Blocker, encode_block, piece_length, record_framing
+from hdf5_to_records.errors import RecordTooLarge
+from hdf5_to_records.schema import FeatureSchema
+from records import tf
+
+
+def feature(name, dtype, shape, *, encoding="raw", ragged=False):
+    memory = np.dtype(object) if encoding == "bytes" else np.dtype(dtype).newbyteorder("<")
+    return FeatureSchema(
+        name, "/" + name, dtype, StoredType(dtype, encoding, memory), shape, ragged
+    )
+
+
+def parse(pieces):
+    return tf.train.Example.FromString(b"".join(bytes(p) for p in pieces)).features.feature
+
+
+def test_block_layout_parses_with_tensorflow():
+    x = np.arange(12, dtype="<f4").reshape(3, 2, 2)
+    s = np.array([b"a", b"", b"ccc"], dtype=object)
+    ragged = [np.arange(2, dtype="<i2"), np.arange(3, dtype="<i2"), np.arange(0, dtype="<i2")]
+    features = (
+        feature("x", "float32", (2, 2)),
+        feature("s", "string", (), encoding="bytes"),
+        feature("r", "int16", (None,), ragged=True),
+    )
+    parsed = parse(encode_block({"x": x, "s": s, "r": ragged}, 3, features))
+    assert list(parsed["__rows__"].int64_list.value) == [3]
+    np.testing.assert_array_equal(
+        np.frombuffer(parsed["x"].bytes_list.value[0], "<f4").reshape(3, 2, 2), x
+    )
+    assert list(parsed["s"].bytes_list.value) == [b"a", b"", b"ccc"]
+    assert list(parsed["r/shape"].int64_list.value) == [2, 3, 0]
+    np.testing.assert_array_equal(
+        np.frombuffer(parsed["r"].bytes_list.value[0], "<i2"), [0, 1, 0, 1, 2]
+    )
+
+
+def test_payload_is_a_view_not_a_copy():
+    x = np.zeros((4, 1000), "<f8")
+    pieces = encode_block({"x": x}, 4, (feature("x", "float64", (1000,)),))
+    views = [p for p in pieces if isinstance(p, memoryview)]
+    assert len(views) == 1 and views[0].obj is not None and views[0].nbytes == x.nbytes
+    assert piece_length(pieces) == len(b"".join(bytes(p) for p in pieces))
+
+
+def test_framing_matches_tensorflow_writer(tmp_path):
+    x = np.arange(10, dtype="<i8").reshape(5, 2)
+    pieces = encode_block({"x": x}, 5, (feature("x", "int64", (2,)),))
+    prefix, suffix = record_framing(pieces)
+    ours = prefix + b"".join(bytes(p) for p in pieces) + suffix
+    path = str(tmp_path / "tf.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(b"".join(bytes(p) for p in pieces))
+    with open(path, "rb") as handle:
+        assert handle.read() == ours
+
+
+def test_record_too_large(monkeypatch):
+    monkeypatch.setattr("hdf5_to_records.encode.MAX_RECORD_BYTES", 100)
+    with pytest.raises(RecordTooLarge, match="lower --rows-per-record"):
+        encode_block({"x": np.zeros((4, 8), "<f8")}, 4, (feature("x", "float64", (8,)),))
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 10])
+@pytest.mark.parametrize("windows", [[10], [3, 3, 4], [1, 1, 1, 7], [4, 6]])
+def test_blocker_recuts_windows_into_blocks_of_k(k, windows):
+    blocker, values, start = Blocker(k), [], 0
+    blocks = []
+    for size in windows:
+        column = np.arange(start, start + size)
+        start += size
+        blocks += [(b["v"].copy(), n) for b, n in blocker.add({"v": column}, size)]
+    blocks += [(b["v"].copy(), n) for b, n in blocker.flush()]
+    for block, n in blocks:
+        assert len(block) == n
+        values += block.tolist()
+    assert values == list(range(10))
+    assert [n for _, n in blocks] == [k] * (10 // k) + ([10 % k] if 10 % k else [])
