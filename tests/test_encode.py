@@ -7,6 +7,7 @@ from hdf5_to_records.dtypes import StoredType
 from hdf5_to_records.encode import Blocker, encode_block, piece_length, record_framing
 from hdf5_to_records.errors import RecordTooLarge
 from hdf5_to_records.schema import FeatureSchema
+
 from records import tf
 
 
