@@ -36,6 +36,9 @@ _EXPORTS = {
             "OutputError",
             "ManifestError",
             "WorkerDied",
+            "ShardMissing",
+            "ShardCorrupt",
+            "UnknownName",
         )
     },
 }

@@ -72,3 +72,18 @@ class ManifestError(Hdf5ToRecordsError, ValueError):
 
 class WorkerDied(Hdf5ToRecordsError, RuntimeError):
     """A worker process died abruptly (killed, out of memory)."""
+
+
+class ShardMissing(Hdf5ToRecordsError, FileNotFoundError):
+    """A shard listed in the manifest is not there."""
+
+
+class ShardCorrupt(Hdf5ToRecordsError, OSError):
+    """A shard's size or checksum does not match the manifest."""
+
+
+class UnknownName(Hdf5ToRecordsError, KeyError):
+    """A split or feature name that the manifest does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

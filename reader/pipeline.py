@@ -1,0 +1,178 @@
+"""``reader.load``: the parallel tf.data pipeline over a converted dataset.
+
+manifest → shard files (per input pipeline) → seeded file shuffle → parallel
+interleave of TFRecordDatasets → optional record shuffle → batch records → vectorised
+decode → re-batch to ``batch_size`` → optional ``map_fn`` → prefetch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.errors import UsageError
+
+from .decode import make_decoder
+from .files import check_shards, worker_shards
+from .spec import load_spec
+
+tf = import_tensorflow()
+
+READ_BUFFER_BYTES = 16 << 20  # per open shard: a few 1 MiB records per read call
+DECODE_EXAMPLES = 1024  # examples decoded per call when unbatched or small batches
+DEFAULT_SHUFFLE_EXAMPLES = 10_000  # record shuffle buffer, in examples
+
+
+def load(
+    path: str,
+    split: str = "train",
+    *,
+    batch_size: int | None = None,
+    features: Sequence[str] | None = None,
+    supervised: tuple[str | Sequence[str], str | Sequence[str]] | None = None,
+    shuffle: bool = False,
+    shuffle_buffer: int | None = None,
+    seed: int | None = None,
+    repeat: int | bool | None = None,
+    drop_remainder: bool = False,
+    cache: bool | str = False,
+    deterministic: bool | None = None,
+    num_parallel_reads: int | None = None,
+    num_parallel_calls: int | None = None,
+    map_fn: Callable | None = None,
+    input_context=None,
+    num_workers: int | None = None,
+    worker_index: int | None = None,
+    verify_checksums: bool = False,
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` over one split of an hdf5-to-records output directory.
+
+    Elements are dicts of feature tensors (or ``(x, y)`` with ``supervised``): single
+    examples without ``batch_size``, else batches of ``batch_size`` (the last one smaller
+    unless ``drop_remainder``). Variable-length features come back as ``tf.RaggedTensor``
+    when batched. ``shuffle`` shuffles the shard order each epoch and the records through
+    a buffer of ``shuffle_buffer`` examples, then the examples within each decoded batch;
+    the same ``seed`` gives the same order, no seed a fresh order each run. ``repeat``:
+    number of epochs (``True`` for endless). ``cache``: ``True`` for memory or a file
+    path; records are cached after the first read. ``input_context`` (a
+    ``tf.distribute.InputContext``) or ``num_workers``/``worker_index`` shard by file.
+
+    Raises:
+        ManifestError, UnknownName, ShardMissing, ShardCorrupt, UsageError.
+    """
+    _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder)
+    spec = load_spec(path)
+    chosen = spec.select(_needed(features, supervised))
+    shards = worker_shards(
+        spec.split(split),
+        input_context=input_context,
+        num_workers=num_workers,
+        worker_index=worker_index,
+    )
+    check_shards(shards, verify=verify_checksums)
+    if deterministic is None:
+        deterministic = not shuffle or seed is not None
+    parallel_reads = num_parallel_reads or tf.data.AUTOTUNE
+    parallel_calls = num_parallel_calls or tf.data.AUTOTUNE
+    k = spec.rows_per_record
+    num_examples = sum(s.num_examples for s in shards)
+    epochs = None if repeat is True else int(repeat or 1)
+
+    files = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
+    if shuffle and not cache:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+    if not cache:
+        files = files.repeat(epochs) if epochs != 1 else files
+    compression = "GZIP" if spec.compression == "gzip" else ""
+    records = files.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression, READ_BUFFER_BYTES),
+        cycle_length=min(len(shards), 64) if num_parallel_reads is None else parallel_reads,
+        num_parallel_calls=parallel_reads,
+        deterministic=deterministic,
+    )
+    if cache:
+        records = records.cache(cache if isinstance(cache, str) else "")
+        records = records.repeat(epochs) if epochs != 1 else records
+    if shuffle:
+        buffer_records = max(2, math.ceil((shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES) / k))
+        records = records.shuffle(buffer_records, seed=seed, reshuffle_each_iteration=True)
+
+    decode = make_decoder(spec, chosen)
+    ragged = any(f.variable for f in chosen)
+    per_call = max(1, math.ceil(max(batch_size or 0, DECODE_EXAMPLES) / k))
+    examples = records.batch(per_call).map(
+        decode, num_parallel_calls=parallel_calls, deterministic=deterministic
+    )
+    if shuffle:
+        examples = examples.map(_shuffle_within(seed, ragged), deterministic=deterministic)
+    if batch_size is None:
+        ds = examples.unbatch()
+    elif ragged:
+        ds = examples.unbatch().ragged_batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
+    if epochs is not None:
+        ds = ds.apply(
+            tf.data.experimental.assert_cardinality(
+                _cardinality(num_examples, batch_size, drop_remainder) * epochs
+            )
+        )
+    if supervised is not None:
+        x_names, y_names = supervised
+        ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
+    if map_fn is not None:
+        ds = ds.map(map_fn, num_parallel_calls=parallel_calls, deterministic=deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    if drop_remainder and batch_size is None:
+        raise UsageError("drop_remainder=True needs batch_size=")
+    if shuffle_buffer is not None and not shuffle:
+        raise UsageError("shuffle_buffer= needs shuffle=True")
+    if shuffle_buffer is not None and shuffle_buffer < 1:
+        raise UsageError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    if seed is not None and not shuffle:
+        raise UsageError("seed= has no effect without shuffle=True")
+    if repeat is not None and repeat is not True and repeat is not False and int(repeat) < 1:
+        raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {repeat}")
+
+
+def _needed(features, supervised) -> list[str] | None:
+    if supervised is None:
+        return list(features) if features is not None else None
+    names = [n for part in supervised for n in ([part] if isinstance(part, str) else part)]
+    if features is not None:
+        outside = [n for n in names if n not in features]
+        if outside:
+            raise UsageError(f"supervised names {outside} are not in features={list(features)}")
+    return list(features) if features is not None else names
+
+
+def _pick(example: dict, names):
+    if isinstance(names, str):
+        return example[names]
+    return {n: example[n] for n in names}
+
+
+def _cardinality(num_examples: int, batch_size: int | None, drop_remainder: bool) -> int:
+    if batch_size is None:
+        return num_examples
+    if drop_remainder:
+        return num_examples // batch_size
+    return math.ceil(num_examples / batch_size)
+
+
+def _shuffle_within(seed: int | None, ragged: bool):
+    """Permute the examples of one decoded batch (records hold consecutive rows)."""
+
+    def shuffle(batch: dict) -> dict:
+        first = next(iter(batch.values()))
+        n = first.nrows() if isinstance(first, tf.RaggedTensor) else tf.shape(first)[0]
+        order = tf.random.shuffle(tf.range(n), seed=seed)
+        return {k: tf.gather(v, order) for k, v in batch.items()}
+
+    return shuffle

@@ -1,0 +1,135 @@
+"""What the reader needs from a manifest, parsed and checked once."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from hdf5_to_records.errors import ManifestError, UnknownName
+from hdf5_to_records.manifest import read_manifest
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stored feature: dtype name, per-example shape (None = varies), encoding."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+    encoding: str
+    ragged: bool
+
+    @property
+    def variable(self) -> bool:
+        return None in self.shape
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str
+    num_examples: int
+    num_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A converted dataset: where it is, its record layout, features and splits."""
+
+    directory: str
+    name: str
+    compression: str
+    rows_per_record: int
+    count_key: str
+    shape_suffix: str
+    features: tuple[FeatureInfo, ...]
+    splits: dict[str, tuple[ShardInfo, ...]]
+
+    def split(self, name: str) -> tuple[ShardInfo, ...]:
+        """The shards of a split.
+
+        Raises:
+            UnknownName: naming the splits that exist.
+        """
+        if name not in self.splits:
+            raise UnknownName(
+                f"split {name!r} not in {self.directory}; it has {sorted(self.splits)}"
+            )
+        return self.splits[name]
+
+    def select(self, names: list[str] | tuple[str, ...] | None) -> tuple[FeatureInfo, ...]:
+        """The features to decode, in manifest order unless names are given.
+
+        Raises:
+            UnknownName: naming the features that exist.
+        """
+        if names is None:
+            return self.features
+        by_name = {f.name: f for f in self.features}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise UnknownName(
+                f"feature {missing[0]!r} not in {self.directory}; it has {sorted(by_name)}"
+            )
+        return tuple(by_name[n] for n in dict.fromkeys(names))
+
+
+def load_spec(path: str) -> DatasetSpec:
+    """Read and check the manifest of a converted dataset directory.
+
+    Raises:
+        ManifestError: missing, unreadable, unknown version, or inconsistent.
+    """
+    manifest = read_manifest(path)
+    directory = path[: -len("/manifest.json")] if path.endswith("manifest.json") else path
+    try:
+        return _parse(manifest, directory.rstrip("/") or "/")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"manifest in {directory} is malformed: {exc!r}") from None
+
+
+def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
+    records = manifest["records"]
+    if records.get("byte_order") != "little":
+        raise ManifestError(f"manifest in {directory}: unknown byte order {records!r}")
+    features = tuple(
+        FeatureInfo(
+            f["name"],
+            f["dtype"],
+            tuple(None if d is None else int(d) for d in f["shape"]),
+            f["encoding"],
+            bool(f["ragged"]),
+        )
+        for f in manifest["features"]
+    )
+    splits = {}
+    for name, info in manifest["splits"].items():
+        shards = []
+        for shard in info["shards"]:
+            file = shard["file"]
+            if "/" in file or file.startswith("."):
+                raise ManifestError(f"manifest in {directory}: bad shard name {file!r}")
+            shards.append(
+                ShardInfo(
+                    _join(directory, file),
+                    int(shard["num_examples"]),
+                    int(shard["num_bytes"]),
+                    shard["sha256"],
+                )
+            )
+        splits[name] = tuple(shards)
+    return DatasetSpec(
+        directory,
+        manifest["name"],
+        manifest["compression"],
+        int(records["rows_per_record"]),
+        records["count_key"],
+        records["shape_suffix"],
+        features,
+        splits,
+    )
+
+
+def _join(directory: str, file: str) -> str:
+    return posixpath.join(directory, file) if "://" in directory else f"{directory}/{file}"
