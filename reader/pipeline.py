@@ -82,8 +82,6 @@ def load(
     files = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
     if shuffle and not cache:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
-    if not cache:
-        files = files.repeat(epochs) if epochs != 1 else files
     compression = "GZIP" if spec.compression == "gzip" else ""
     records = files.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression, READ_BUFFER_BYTES),
@@ -93,7 +91,6 @@ def load(
     )
     if cache:
         records = records.cache(cache if isinstance(cache, str) else "")
-        records = records.repeat(epochs) if epochs != 1 else records
     if shuffle:
         buffer_records = max(2, math.ceil((shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES) / k))
         records = records.shuffle(buffer_records, seed=seed, reshuffle_each_iteration=True)
@@ -105,19 +102,22 @@ def load(
         decode, num_parallel_calls=parallel_calls, deterministic=deterministic
     )
     if shuffle:
-        examples = examples.map(_shuffle_within(seed, ragged), deterministic=deterministic)
+        examples = examples.map(_shuffle_within(seed, ragged))
     if batch_size is None:
         ds = examples.unbatch()
     elif ragged:
         ds = examples.unbatch().ragged_batch(batch_size, drop_remainder=drop_remainder)
     else:
         ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
-    if epochs is not None:
-        ds = ds.apply(
-            tf.data.experimental.assert_cardinality(
-                _cardinality(num_examples, batch_size, drop_remainder) * epochs
-            )
+    ds = ds.apply(
+        tf.data.experimental.assert_cardinality(
+            _cardinality(num_examples, batch_size, drop_remainder)
         )
+    )
+    if epochs != 1:
+        # Repeating the whole pipeline keeps epochs apart: each one reshuffles the
+        # shards and refills the shuffle buffer, and ends with its own last batch.
+        ds = ds.repeat(epochs)
     if supervised is not None:
         x_names, y_names = supervised
         ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
