@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 	$(CLI) inspect $(DEMO_DIR)/sample.h5
 	$(CLI) convert --config configs/demo.yaml --overwrite
 	$(PY) -m hdf5_to_records.summary $(DEMO_DIR)/records
+	$(CLI) bench $(DEMO_DIR)/records --split train --batch-size 32 --epochs 3
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

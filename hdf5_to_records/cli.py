@@ -291,3 +291,36 @@ def inspect(file: str, debug: bool) -> None:
 
         for line in describe_file(file):
             click.echo(line)
+
+
+@main.command()
+@click.argument("directory")
+@click.option("--split", default="train", show_default=True, help="Split to read.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size.")
+@click.option("--epochs", type=int, default=2, show_default=True, help="Passes to time.")
+@_debug_option
+def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool) -> None:
+    """Measure reader.load on DIRECTORY: examples/s, MB/s and batches/s.
+
+    Compare the examples/s with your training step's to see whether the input pipeline
+    keeps up. The clock starts after the first batch.
+    """
+    if batch_size < 1 or epochs < 1:
+        raise click.UsageError("--batch-size and --epochs must be >= 1")
+    with _errors(debug):
+        from tqdm import tqdm
+
+        from reader.spec import load_spec
+        from reader.throughput import measure
+
+        total = sum(s.num_examples for s in load_spec(directory).split(split)) * epochs
+        with tqdm(total=total, unit="ex", unit_scale=True, desc="reading", disable=None,
+                  file=sys.stderr) as bar:
+            result = measure(directory, split, batch_size=batch_size, epochs=epochs,
+                             progress=bar.update)
+        click.echo(
+            f"{directory} [{split}], batch {batch_size}, {epochs} epoch(s): "
+            f"{result.examples_per_s:,.0f} examples/s, {result.mb_per_s:,.1f} MB/s, "
+            f"{result.batches_per_s:,.1f} batches/s "
+            f"({result.cpu_seconds / max(result.examples, 1) * 1e6:.1f} CPU-us per example)"
+        )

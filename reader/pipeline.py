@@ -20,7 +20,7 @@ from .spec import load_spec
 tf = import_tensorflow()
 
 READ_BUFFER_BYTES = 16 << 20  # per open shard: a few 1 MiB records per read call
-DECODE_EXAMPLES = 1024  # examples decoded per call when unbatched or small batches
+DECODE_BYTES = 4 << 20  # at least this much decoded per call, so small rows batch up
 DEFAULT_SHUFFLE_EXAMPLES = 10_000  # record shuffle buffer, in examples
 
 
@@ -97,7 +97,10 @@ def load(
 
     decode = make_decoder(spec, chosen)
     ragged = any(f.variable for f in chosen)
-    per_call = max(1, math.ceil(max(batch_size or 0, DECODE_EXAMPLES) / k))
+    record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(
+        1, sum(math.ceil(s.num_examples / k) for s in shards)
+    )
+    per_call = max(1, math.ceil((batch_size or 1) / k), int(DECODE_BYTES // record_bytes))
     examples = records.batch(per_call).map(
         decode, num_parallel_calls=parallel_calls, deterministic=deterministic
     )

@@ -385,3 +385,14 @@ def test_multiline_errors_print_on_one_line(tmp_path, source, monkeypatch):
         "convert", source, "-o", tmp_path / "o", "--transform", "multi:f", "--workers", "1"
     )
     assert_failed(result, 1, "ValueError: first line")
+
+
+def test_bench_prints_throughput(source, tmp_path):
+    out = tmp_path / "out"
+    assert run("convert", source, "-o", out, "--workers", "1").exit_code == 0
+    result = run("bench", out, "--batch-size", "4", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "examples/s" in result.output and "MB/s" in result.output
+    assert "batches/s" in result.output
+    assert_failed(run("bench", out, "--split", "test"), 1, "split 'test' not in")
+    assert_failed(run("bench", tmp_path / "nothing"), 1, "no manifest at")

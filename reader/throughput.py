@@ -1,0 +1,79 @@
+"""Measure ``reader.load`` on a converted dataset: what ``hdf5-to-records bench`` prints."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .pipeline import load
+from .spec import load_spec
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """One measurement: counts and seconds of the timed passes (after the first batch)."""
+
+    examples: int
+    batches: int
+    nbytes: int  # shard bytes read, pro rata per example
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.nbytes / 1e6 / self.seconds if self.seconds else 0.0
+
+    @property
+    def batches_per_s(self) -> float:
+        return self.batches / self.seconds if self.seconds else 0.0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    path: str,
+    split: str = "train",
+    *,
+    batch_size: int = 32,
+    epochs: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> Throughput:
+    """Iterate ``epochs`` passes of ``reader.load(path, split, batch_size=...)``.
+
+    The clock starts after the first batch, so pipeline start-up is not counted;
+    ``progress(examples)`` is called per batch.
+    """
+    spec = load_spec(path)
+    shards = spec.split(split)
+    total_examples = sum(s.num_examples for s in shards) or 1
+    bytes_per_example = sum(s.num_bytes for s in shards) / total_examples
+    ds = load(path, split, batch_size=batch_size, repeat=epochs)
+    examples = batches = 0
+    started = cpu_started = None
+    for batch in ds:
+        n = int(next(iter(batch.values())).shape[0])
+        if started is None:
+            started, cpu_started = time.perf_counter(), _cpu_seconds()
+        else:
+            examples += n
+            batches += 1
+        if progress is not None:
+            progress(n)
+    if started is None:
+        return Throughput(0, 0, 0, 0.0, 0.0)
+    return Throughput(
+        examples,
+        batches,
+        int(examples * bytes_per_example),
+        time.perf_counter() - started,
+        _cpu_seconds() - cpu_started,
+    )
