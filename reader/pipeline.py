@@ -19,7 +19,7 @@ from .spec import load_spec
 
 tf = import_tensorflow()
 
-READ_BUFFER_BYTES = 16 << 20  # per open shard: a few 1 MiB records per read call
+READ_BUFFER_BYTES = 1 << 20  # per open shard: one ~1 MiB record per read; 16 MiB cost 180 MB RSS
 DECODE_BYTES = 4 << 20  # at least this much decoded per call, so small rows batch up
 DEFAULT_SHUFFLE_EXAMPLES = 10_000  # record shuffle buffer, in examples
 
@@ -45,6 +45,7 @@ def load(
     num_workers: int | None = None,
     worker_index: int | None = None,
     verify_checksums: bool = False,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` over one split of an hdf5-to-records output directory.
 
@@ -57,6 +58,8 @@ def load(
     number of epochs (``True`` for endless). ``cache``: ``True`` for memory or a file
     path; records are cached after the first read. ``input_context`` (a
     ``tf.distribute.InputContext``) or ``num_workers``/``worker_index`` shard by file.
+    ``autotune`` turns tf.data's autotuner on for the returned dataset (off by default:
+    it measured 1.5x slower on large rows here).
 
     Raises:
         ManifestError, UnknownName, ShardMissing, ShardCorrupt, UsageError.
@@ -126,7 +129,12 @@ def load(
         ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
     if map_fn is not None:
         ds = ds.map(map_fn, num_parallel_calls=parallel_calls, deterministic=deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Measured on scene rows (benchmarks/read_bench.py): with the autotuner on, each pass
+    # settled at random on ~1.1 cores (~6k examples/s) or ~1.7 cores (~9k); off, 16 of
+    # 16 passes ran at 8-10.5k. AUTOTUNE parallelism then means "the core count".
+    options.autotune.enabled = autotune
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder) -> None:
