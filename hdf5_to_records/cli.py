@@ -314,10 +314,12 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
         from reader.throughput import measure
 
         total = sum(s.num_examples for s in load_spec(directory).split(split)) * epochs
-        with tqdm(total=total, unit="ex", unit_scale=True, desc="reading", disable=None,
-                  file=sys.stderr) as bar:
-            result = measure(directory, split, batch_size=batch_size, epochs=epochs,
-                             progress=bar.update)
+        with tqdm(
+            total=total, unit="ex", unit_scale=True, desc="reading", disable=None, file=sys.stderr
+        ) as bar:
+            result = measure(
+                directory, split, batch_size=batch_size, epochs=epochs, progress=bar.update
+            )
         click.echo(
             f"{directory} [{split}], batch {batch_size}, {epochs} epoch(s): "
             f"{result.examples_per_s:,.0f} examples/s, {result.mb_per_s:,.1f} MB/s, "

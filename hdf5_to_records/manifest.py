@@ -15,6 +15,7 @@ from ._version import __version__
 from .config import ConvertConfig
 from .encode import COUNT_KEY, SHAPE_SUFFIX
 from .errors import ManifestError, OutputError
+from .naming import temp_name
 from .plan import Plan
 from .writer import ShardResult
 
@@ -108,7 +109,7 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
 def write_manifest(output: str, manifest: dict[str, Any]) -> str:
     """Write the manifest atomically (temp file + rename); return its path."""
     path = fs.join(output, MANIFEST_NAME)
-    temp = fs.join(output, "." + MANIFEST_NAME + ".incomplete")
+    temp = fs.join(output, temp_name(MANIFEST_NAME))
     try:
         with fs.open_write(temp) as handle:
             handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n")

@@ -19,6 +19,11 @@ _SHARD_RE = re.compile(
 TEMP_SUFFIX = ".incomplete"
 
 
+def temp_name(filename: str) -> str:
+    """The hidden name any output file is written under until it is complete."""
+    return "." + filename + TEMP_SUFFIX
+
+
 def check_name(value: str, *, what: str) -> str:
     """Validate a dataset or split name: letters, digits, ``_`` and ``.``, no ``-``.
 
@@ -61,7 +66,7 @@ class ShardedFileTemplate:
 
     def temp_filename(self, split: str, index: int, num_shards: int) -> str:
         """The name a shard is written under before it is complete."""
-        return "." + self.filename(split, index, num_shards) + TEMP_SUFFIX
+        return temp_name(self.filename(split, index, num_shards))
 
     def parse(self, filename: str) -> ShardName | None:
         """Parse a shard file name of this dataset; ``None`` if it is not one."""

@@ -15,7 +15,7 @@ from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
 from .manifest import MANIFEST_NAME
-from .naming import TEMP_SUFFIX, is_output_file
+from .naming import TEMP_SUFFIX, is_output_file, temp_name
 from .plan import Plan
 from .writer import ShardResult
 
@@ -71,7 +71,7 @@ class OutputState:
 
     def _save(self) -> None:
         path = fs.join(self._output, STATE_NAME)
-        temp = path + TEMP_SUFFIX
+        temp = fs.join(self._output, temp_name(STATE_NAME))
         try:
             with fs.open_write(temp) as handle:
                 handle.write(json.dumps({"version": 1, "done": self._done}).encode())

@@ -18,7 +18,7 @@ import numpy as np
 from . import fs
 from .encode import Blocker, encode_block, piece_length, record_framing
 from .errors import Hdf5ToRecordsError, OutputError
-from .naming import TEMP_SUFFIX
+from .naming import temp_name
 from .plan import ShardSpec
 from .reading import Column, ShardReader
 from .schema import FeatureSchema, SourceSet, merge_shapes
@@ -56,7 +56,7 @@ class ShardResult:
 
 
 def temp_path(job: Job, spec: ShardSpec) -> str:
-    return fs.join(job.output, "." + spec.filename + TEMP_SUFFIX)
+    return fs.join(job.output, temp_name(spec.filename))
 
 
 def write_shard(
