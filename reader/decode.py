@@ -47,7 +47,11 @@ def make_decoder(spec: DatasetSpec, features: tuple[FeatureInfo, ...]) -> Callab
         out = {}
         for feature in features:
             value = parsed[feature.name]
-            if feature.ragged:
+            if feature.ragged and not feature.variable:
+                # Per-example shapes were stored (groups, transforms) but never varied.
+                flat = _flat_values(feature, value)
+                out[feature.name] = tf.reshape(flat, [-1, *feature.shape])
+            elif feature.ragged:
                 dims = parsed[feature.name + spec.shape_suffix].values
                 out[feature.name] = _decode_ragged(feature, value, dims)
             elif feature.encoding == "bytes":
@@ -68,7 +72,7 @@ def _decode_block(feature: FeatureInfo, raw, counts, k: int):
     item = np.dtype("u1" if feature.dtype == "bool" else feature.dtype).itemsize
     if per_example == 0:
         return tf.zeros([tf.reduce_sum(counts), *feature.shape], dtype)
-    values = tf.io.decode_raw(raw, dtype, little_endian=True, fixed_length=k * per_example * item)
+    values = _decode_raw(raw, feature.dtype, fixed_length=k * per_example * item)
     if k == 1:
         return tf.reshape(values, [-1, *feature.shape])
     blocks = tf.reshape(values, [-1, k, *feature.shape])
@@ -80,19 +84,43 @@ def _decode_block(feature: FeatureInfo, raw, counts, k: int):
     )
 
 
+# decode_raw's padded kernel lacks these dtypes: decode bytes, then bitcast.
+_BITCAST = {"float16", "complex64", "complex128", "uint32", "uint64"}
+
+
+def _decode_raw(raw, dtype_name: str, *, fixed_length: int | None = None):
+    """Raw little-endian bytes -> values of the stored dtype (bool as uint8)."""
+    dtype = tf_dtype(dtype_name)
+    if dtype_name not in _BITCAST:
+        if fixed_length is None:
+            return tf.io.decode_raw(raw, dtype, little_endian=True)
+        return tf.io.decode_raw(raw, dtype, little_endian=True, fixed_length=fixed_length)
+    item = np.dtype(dtype_name).itemsize
+    if fixed_length is None:
+        octets = tf.io.decode_raw(raw, tf.uint8)
+    else:
+        octets = tf.io.decode_raw(raw, tf.uint8, fixed_length=fixed_length)
+    shape = tf.concat([tf.shape(octets)[:-1], [-1, item]], axis=0)
+    return tf.bitcast(tf.reshape(octets, shape), dtype)
+
+
+def _flat_values(feature: FeatureInfo, value):
+    """All values of a ragged-encoded feature in a batch of records, flattened."""
+    if feature.encoding == "bytes":
+        return value.values
+    return _decode_raw(tf.strings.reduce_join(value), feature.dtype)
+
+
 def _decode_ragged(feature: FeatureInfo, value, dims):
     """Concatenated per-example values and their shapes -> a RaggedTensor [N, ...]."""
     ndim = len(feature.shape)
-    if feature.encoding == "bytes":
-        flat = value.values
-    else:
-        flat = tf.io.decode_raw(tf.strings.reduce_join(value), tf_dtype(feature.dtype))
-    dims = tf.reshape(dims, [-1, ndim]) if ndim else tf.zeros([tf.size(dims), 0], tf.int64)
-    if ndim == 0:
-        return flat
+    flat = _flat_values(feature, value)
+    dims = tf.reshape(dims, [-1, ndim])
     last_varying = max(i for i, d in enumerate(feature.shape) if d is None)
     inner = list(feature.shape[last_varying + 1 :])
-    values = tf.reshape(flat, [-1, *inner])
+    # The row count is explicit: with a zero-size inner dimension, -1 cannot infer it.
+    rows = tf.reduce_sum(tf.reduce_prod(dims[:, : last_varying + 1], axis=1))
+    values = tf.reshape(flat, [rows, *inner])
     lengths = [dims[:, 0]]
     repeats = tf.ones_like(dims[:, 0])
     for level in range(1, last_varying + 1):

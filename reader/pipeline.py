@@ -86,9 +86,14 @@ def load(
     if shuffle and not cache:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     compression = "GZIP" if spec.compression == "gzip" else ""
+    # Unshuffled, a block as long as the longest shard makes the output the shards'
+    # records one file after another (the converter's write order), while the parallel
+    # interleave still reads the next files ahead.
+    block = 1 if shuffle else max(math.ceil(s.num_examples / k) for s in shards) or 1
     records = files.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression, READ_BUFFER_BYTES),
         cycle_length=min(len(shards), 64) if num_parallel_reads is None else parallel_reads,
+        block_length=block,
         num_parallel_calls=parallel_reads,
         deterministic=deterministic,
     )
@@ -110,9 +115,11 @@ def load(
     if shuffle:
         examples = examples.map(_shuffle_within(seed, ragged))
     if batch_size is None:
-        ds = examples.unbatch()
+        ds = _unbatch(examples, chosen)
+        if ragged:
+            ds = ds.map(_dense_example)
     elif ragged:
-        ds = examples.unbatch().ragged_batch(batch_size, drop_remainder=drop_remainder)
+        ds = _unbatch(examples, chosen).ragged_batch(batch_size, drop_remainder=drop_remainder)
     else:
         ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
     ds = ds.apply(
@@ -148,8 +155,25 @@ def _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remai
         raise UsageError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
     if seed is not None and not shuffle:
         raise UsageError("seed= has no effect without shuffle=True")
-    if repeat is not None and repeat is not True and repeat is not False and int(repeat) < 1:
-        raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {repeat}")
+    if repeat is not None and not isinstance(repeat, bool):
+        if not isinstance(repeat, int) or repeat < 1:
+            raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {repeat!r}")
+
+
+def _unbatch(examples, features):
+    """Split decoded batches into examples.
+
+    ``unbatch`` crashes TensorFlow 2.21 (segfault) on zero-size features such as shape
+    (N, 0); slicing each batch does not.
+    """
+    if any(0 in f.shape for f in features):
+        return examples.flat_map(tf.data.Dataset.from_tensor_slices)
+    return examples.unbatch()
+
+
+def _dense_example(example: dict) -> dict:
+    """A single example is rectangular: ragged components become dense tensors."""
+    return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in example.items()}
 
 
 def _needed(features, supervised) -> list[str] | None:

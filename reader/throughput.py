@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hdf5_to_records.errors import UsageError
+
 from .pipeline import load
 from .spec import load_spec
 
@@ -68,8 +70,11 @@ def measure(
             batches += 1
         if progress is not None:
             progress(n)
-    if started is None:
-        return Throughput(0, 0, 0, 0.0, 0.0)
+    if batches == 0:
+        raise UsageError(
+            f"{path} [{split}] gave {1 if started else 0} batch(es) of {batch_size}: timing "
+            "needs at least 2; lower --batch-size or raise --epochs"
+        )
     return Throughput(
         examples,
         batches,
