@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import measure
 
@@ -410,13 +410,7 @@ def print_report(
     print()
     print(f"total benchmark time: {time.perf_counter() - started:.0f} s")
     path = os.path.join(args.workdir, "results.json")
-    with open(path, "w") as handle:
-        json.dump(
-            {"args": vars(args), "runs": [asdict(r) for r in runs], "tables": tables},
-            handle,
-            indent=1,
-        )
-    print(f"raw runs: {path}")
+    measure.save_results(path, args, runs, tables)
 
 
 def print_targets(tables: dict[str, dict]) -> None:

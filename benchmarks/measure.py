@@ -114,3 +114,17 @@ def run(
     return Measurement(
         seconds, peak, time_rss, orphans, user, system, busy, proc.returncode, stdout, stderr
     )
+
+
+def save_results(path: str, args, runs: list, tables: dict) -> None:
+    """Write the raw runs of a benchmark as JSON and say where."""
+    import dataclasses
+    import json
+
+    with open(path, "w") as handle:
+        json.dump(
+            {"args": vars(args), "runs": [dataclasses.asdict(r) for r in runs], "tables": tables},
+            handle,
+            indent=1,
+        )
+    print(f"raw runs: {path}")

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import h5py
 import measure
@@ -439,13 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total benchmark time: {time.perf_counter() - started:.0f} s")
     name = "read_variants.json" if args.variants else "read_results.json"
     path = os.path.join(args.workdir, name)
-    with open(path, "w") as handle:
-        json.dump(
-            {"args": vars(args), "runs": [asdict(r) for r in runs], "tables": tables},
-            handle,
-            indent=1,
-        )
-    print(f"raw runs: {path}")
+    measure.save_results(path, args, runs, tables)
 
 
 if __name__ == "__main__":
