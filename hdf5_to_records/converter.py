@@ -21,6 +21,7 @@ from .output import prepare_output
 from .plan import Plan, build_plan
 from .reading import ShardReader
 from .schema import FeatureSchema, SourceSet, scan_sources
+from .staging import needs_staging, stage
 from .transform import apply_transform, example_for_transform, load_transform, schema_of
 from .writer import Job
 
@@ -70,22 +71,31 @@ def convert(
         _check_space(config, todo)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
-    job = Job(
-        config.output,
-        sources.without_selections(),
-        sources.features,
-        features,
-        plan.rows_per_record,
-        config.compression,
-        config.transform,
-    )
+    staged = None
+    read_sources = sources.without_selections()
     try:
+        if todo and needs_staging(config.shuffle, sources):
+            staged = stage(sources, config.output)
+            read_sources = staged.sources.without_selections()
+            todo = [staged.remap(spec) for spec in todo]
+        job = Job(
+            config.output,
+            read_sources,
+            read_sources.features,
+            features,
+            plan.rows_per_record,
+            config.compression,
+            config.transform,
+        )
         results = done + execute(
             job, todo, workers=config.workers, progress=progress, on_result=state.record
         )
     except BaseException:
         state.sweep()
         raise
+    finally:
+        if staged is not None:
+            staged.cleanup()
     manifest = build_manifest(config, plan, results)
     path = write_manifest(config.output, manifest)
     state.finish()

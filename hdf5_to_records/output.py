@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict
 
@@ -20,6 +22,7 @@ from .plan import Plan
 from .writer import ShardResult
 
 log = logging.getLogger(__name__)
+SCRATCH_PREFIX = ".hdf5-to-records-scratch-"  # staging directories (see staging.py)
 STATE_NAME = ".hdf5-to-records-state.json"
 SAVE_INTERVAL_S = 1.0
 
@@ -64,6 +67,8 @@ class OutputState:
         for name in fs.listdir(self._output):
             if name.endswith(TEMP_SUFFIX):
                 fs.remove(fs.join(self._output, name))
+            elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(self._output):
+                shutil.rmtree(os.path.join(self._output, name), ignore_errors=True)
 
     def finish(self) -> None:
         """The manifest is written: the state file has served its purpose."""
