@@ -60,15 +60,18 @@ def convert(
     plan = build_plan(config, sources, features)
     if dry_run:
         return ConvertResult(plan, None, None)
+    scratch = sources.num_examples * sources.example_bytes
     if not config.resume:
-        _check_space(config, plan.shards)
+        _check_space(
+            config, plan.shards, extra=scratch if needs_staging(config.shuffle, sources) else 0
+        )
     state = prepare_output(config, plan)
     done = state.completed()
     done_names = {r.filename for r in done}
     todo = [s for s in plan.shards if s.filename not in done_names]
     if config.resume:
         log.info("resuming: %d of %d shards already complete", len(done), len(plan.shards))
-        _check_space(config, todo)
+        _check_space(config, todo, extra=staging_bytes)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
     staged = None
@@ -119,10 +122,11 @@ def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSc
     return schema_of(apply_transform(func, config.transform, example, where), config.transform)
 
 
-def _check_space(config: ConvertConfig, todo) -> None:
-    """Refuse up front when an uncompressed output clearly cannot fit."""
+def _check_space(config: ConvertConfig, todo, *, extra: int = 0) -> None:
+    """Refuse up front when an uncompressed output (plus ``extra`` scratch bytes for a
+    staged shuffle) clearly cannot fit."""
     free = fs.free_bytes(config.output)
-    need = sum(s.est_bytes for s in todo)
+    need = sum(s.est_bytes for s in todo) + extra
     # 0 free is what /proc and some FUSE mounts report: let the real write error speak.
     if free and config.compression == "none" and need > free:
         raise OutputError(

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from . import fs, reading
+from .errors import Hdf5ToRecordsError, OutputError
 from .output import SCRATCH_PREFIX
 from .plan import ShardSpec
 from .reading import ShardReader
@@ -85,6 +86,14 @@ def stage(sources: SourceSet, output: str) -> Staged:
             stat = os.stat(path)
             files.append(SourceFile(path, stat.st_size, stat.st_mtime, unique.size, unique))
             uniques.append(unique)
+    except Hdf5ToRecordsError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise OutputError(
+            f"cannot stage the shuffle's scratch copy in {directory}: {exc.strerror or exc}"
+        ) from None
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
