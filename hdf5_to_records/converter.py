@@ -60,11 +60,11 @@ def convert(
     plan = build_plan(config, sources, features)
     if dry_run:
         return ConvertResult(plan, None, None)
-    scratch = sources.num_examples * sources.example_bytes
+    staging_bytes = sources.num_examples * sources.example_bytes
+    if not needs_staging(config.shuffle, sources):
+        staging_bytes = 0
     if not config.resume:
-        _check_space(
-            config, plan.shards, extra=scratch if needs_staging(config.shuffle, sources) else 0
-        )
+        _check_space(config, plan.shards, extra=staging_bytes)
     state = prepare_output(config, plan)
     done = state.completed()
     done_names = {r.filename for r in done}
