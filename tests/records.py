@@ -61,3 +61,12 @@ def read_split(directory: str, split: str = "train") -> dict[str, list]:
                 assert offset == flat.size, (f["name"], offset, flat.size)
         assert seen == shard["num_examples"], (shard["file"], seen)
     return out
+
+
+def convert_small(path, out, **options) -> str:
+    """Convert one test source in-process (one worker); return the output directory."""
+    from hdf5_to_records.config import build_config
+    from hdf5_to_records.converter import convert
+
+    convert(build_config({"sources": [str(path)], "output": str(out), "workers": 1, **options}))
+    return str(out)

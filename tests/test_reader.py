@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 import reader
-from hdf5_to_records.config import build_config
-from hdf5_to_records.converter import convert
 from hdf5_to_records.errors import (
     ManifestError,
     ShardCorrupt,
@@ -18,7 +16,7 @@ from hdf5_to_records.errors import (
     UsageError,
 )
 
-from records import tf
+from records import convert_small, tf
 
 N = 53
 
@@ -39,21 +37,10 @@ def dataset(tmp_path_factory):
         h5["id"] = np.arange(N, dtype=np.int64)
         h5["flag"] = np.arange(N) % 3 == 0
         h5["name"] = np.array([f"row{i}".encode() for i in range(N)], dtype="S8")
-    out = root / "out"
-    convert(
-        build_config(
-            {
-                "sources": [str(path)],
-                "output": str(out),
-                "workers": 1,
-                "num_shards": 4,
-                "rows_per_record": 5,
-            }
-        )
-    )
+    out = convert_small(path, root / "out", num_shards=4, rows_per_record=5)
     with h5py.File(path) as h5:
         source = {k: h5[k][()] for k in h5}
-    return str(out), source
+    return out, source
 
 
 def collect(ds):
@@ -232,20 +219,8 @@ def ragged(tmp_path_factory):
             clouds.append(cloud)
             h5[f"s/{i:02d}/points"] = cloud
             h5[f"s/{i:02d}/label"] = np.int32(i)
-    out = root / "out"
-    convert(
-        build_config(
-            {
-                "sources": [str(path)],
-                "output": str(out),
-                "workers": 1,
-                "groups": "/s/*",
-                "rows_per_record": 3,
-                "num_shards": 2,
-            }
-        )
-    )
-    return str(out), clouds
+    out = convert_small(path, root / "out", groups="/s/*", rows_per_record=3, num_shards=2)
+    return out, clouds
 
 
 def test_ragged_unbatched_and_batched(ragged):

@@ -5,20 +5,12 @@ import numpy as np
 import pytest
 
 import reader
-from hdf5_to_records.config import build_config
-from hdf5_to_records.converter import convert
 from hdf5_to_records.errors import UsageError
 
-from records import tf
+from records import convert_small, tf
 
 N = 23
 DTYPES = ["<f2", "<c8", "<c16", "<u8", "<u4", ">i8", "|i1", ">f8", "<u2"]
-
-
-def _convert(path, out, **extra):
-    options = {"sources": [str(path)], "output": str(out), "workers": 1, "num_shards": 3}
-    convert(build_config({**options, **extra}))
-    return str(out)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def rows(tmp_path_factory):
                 values = values + 1j * values[::-1]
             h5[f"v{i}"] = values.astype(dtype)
         h5["z"] = np.zeros((N, 0), np.float32)
-    out = _convert(path, root / "out", rows_per_record=4)
+    out = convert_small(path, root / "out", rows_per_record=4, num_shards=3)
     with h5py.File(path) as h5:
         return out, {k: h5[k][()] for k in h5}
 
@@ -71,7 +63,7 @@ def groups(tmp_path_factory):
             grp["m"] = np.arange(g * (g % 3 + 1), dtype=np.int16).reshape(g, g % 3 + 1)
             grp["e"] = np.zeros((g, 0), np.float32)
             grp["lab"] = np.int64(g)
-    out = _convert(path, root / "out", groups="/s/*", rows_per_record=2, num_shards=2)
+    out = convert_small(path, root / "out", groups="/s/*", rows_per_record=2, num_shards=2)
     return out
 
 
