@@ -139,6 +139,12 @@ def main(verbose: int) -> None:
     help="TFRecord compression (default none).",
 )
 @click.option(
+    "--mode",
+    type=click.Choice(["copy", "index", "auto"]),
+    help="copy: store values (default). index: store references to the HDF5 bytes "
+    "(error if a feature cannot be referenced). auto: reference what can be, copy the rest.",
+)
+@click.option(
     "--rows-per-record",
     type=int,
     metavar="K",

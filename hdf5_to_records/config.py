@@ -18,6 +18,7 @@ from .naming import check_name
 from .sharding import parse_size
 
 Compression = Literal["none", "gzip"]
+Mode = Literal["copy", "index", "auto"]
 _FEATURE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -71,6 +72,7 @@ class ConvertConfig:
     shard_size: int | None = None
     name: str | None = None
     compression: Compression = "none"
+    mode: Mode = "copy"
     rows_per_record: int | None = None
     workers: int = field(default_factory=lambda: default_workers())
     overwrite: bool = False
@@ -105,6 +107,8 @@ class ConvertConfig:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
         if self.compression not in ("none", "gzip"):
             raise UsageError(f"--compression must be none or gzip, got {self.compression!r}")
+        if self.mode not in ("copy", "index", "auto"):
+            raise UsageError(f"--mode must be copy, index or auto, got {self.mode!r}")
         if self.overwrite and self.resume:
             raise UsageError("--overwrite and --resume are mutually exclusive")
         if self.groups is not None and not self.groups.startswith("/"):
@@ -247,7 +251,7 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
             if not isinstance(value, bool):
                 raise UsageError(f"config key {bool_key!r}: expected true or false")
             kwargs[bool_key] = value
-    for str_key in ("groups", "transform", "name", "compression"):
+    for str_key in ("groups", "transform", "name", "compression", "mode"):
         if str_key in merged:
             kwargs[str_key] = str(merged.pop(str_key))
     if merged:

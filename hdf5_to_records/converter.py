@@ -6,6 +6,7 @@ Nothing here prints; progress goes to the caller's callbacks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -14,12 +15,13 @@ from typing import Any
 
 from . import fs
 from .config import ConvertConfig
-from .errors import OutputError
+from .errors import NotReferenceable, OutputError
 from .executor import execute, prestart
 from .manifest import build_manifest, write_manifest
 from .output import prepare_output
 from .plan import Plan, build_plan
 from .reading import ShardReader
+from .references import Reference
 from .schema import FeatureSchema, SourceSet, scan_sources
 from .staging import needs_staging, stage
 from .transform import apply_transform, example_for_transform, load_transform, schema_of
@@ -56,13 +58,15 @@ def convert(
     if not dry_run:
         prestart(config.output, config.workers)
     sources = scan_sources(config)
+    sources = choose_storage(config, sources)
     features = _output_schema(config, sources)
     plan = build_plan(config, sources, features)
     if dry_run:
         return ConvertResult(plan, None, None)
-    staging_bytes = sources.num_examples * sources.example_bytes
-    if not needs_staging(config.shuffle, sources):
-        staging_bytes = 0
+    referenced = {f.name for f in features if f.storage == "reference"}
+    # Staging remaps rows to scratch positions, which references cannot use.
+    staging = not referenced and needs_staging(config.shuffle, sources)
+    staging_bytes = sources.num_examples * sources.example_bytes if staging else 0
     if not config.resume:
         _check_space(config, plan.shards, extra=staging_bytes)
     state = prepare_output(config, plan)
@@ -77,18 +81,20 @@ def convert(
     staged = None
     read_sources = sources.without_selections()
     try:
-        if todo and needs_staging(config.shuffle, sources):
+        if todo and staging:
             staged = stage(sources, config.output)
             read_sources = staged.sources.without_selections()
             todo = [staged.remap(spec) for spec in todo]
         job = Job(
             config.output,
             read_sources,
-            read_sources.features,
+            tuple(f for f in read_sources.features if f.name not in referenced),
             features,
             plan.rows_per_record,
             config.compression,
             config.transform,
+            refs=tuple({n: f.refs[n] for n in referenced} for f in sources.files),
+            record_target=plan.record_target,
         )
         results = done + execute(
             job, todo, workers=config.workers, progress=progress, on_result=state.record
@@ -103,6 +109,44 @@ def convert(
     path = write_manifest(config.output, manifest)
     state.finish()
     return ConvertResult(plan, manifest, path, skipped_shards=len(done))
+
+
+def choose_storage(config: ConvertConfig, sources: SourceSet) -> SourceSet:
+    """Mark the features that ``--mode index|auto`` stores as references.
+
+    A feature is referenced when its dataset can be referenced in every source file.
+
+    Raises:
+        NotReferenceable: ``--mode index`` and some feature cannot be, naming each one
+            with the first file and reason.
+    """
+    if config.mode == "copy":
+        return sources
+    why: dict[str, str] = {}
+    for feature in sources.features:
+        if config.transform is not None:
+            why[feature.name] = "--transform outputs are stored by value"
+        elif sources.mode == "groups":
+            why[feature.name] = "--groups examples are stored by value"
+        else:
+            for source in sources.files:
+                ref = source.refs.get(feature.name)
+                if not isinstance(ref, Reference):
+                    name = os.path.basename(source.path)
+                    why[feature.name] = f"{ref or 'not probed'} ({feature.source} in {name})"
+                    break
+    if why and config.mode == "index":
+        detail = "; ".join(f"{name!r}: {reason}" for name, reason in why.items())
+        raise NotReferenceable(
+            f"--mode index: cannot reference feature(s) {detail}; use --mode auto to copy them"
+        )
+    for name, reason in why.items():
+        log.warning("--mode auto: copying feature %r: %s", name, reason)
+    features = tuple(
+        f if f.name in why else dataclasses.replace(f, storage="reference")
+        for f in sources.features
+    )
+    return dataclasses.replace(sources, features=features)
 
 
 def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSchema, ...]:

@@ -86,17 +86,23 @@ def piece_length(pieces: list[Piece]) -> int:
 
 
 def encode_block(
-    columns: dict[str, Column], n: int, features: tuple[FeatureSchema, ...]
+    columns: dict[str, Column],
+    n: int,
+    features: tuple[FeatureSchema, ...],
+    extra: dict[str, list[int]] | None = None,
 ) -> list[Piece]:
     """Serialize ``n`` examples as one ``tf.train.Example``, as a list of pieces.
 
     Numeric payloads are views of the window arrays (no copy); the caller writes the
-    pieces in order and must not reuse the arrays until they are written.
+    pieces in order and must not reuse the arrays until they are written. ``extra``
+    adds int64 features (index mode's references).
 
     Raises:
         RecordTooLarge: the record would exceed what a protobuf parser accepts.
     """
     entries: dict[str, list[Piece]] = {COUNT_KEY: [_int64_feature([n])]}
+    for key, values in (extra or {}).items():
+        entries[key] = [_int64_feature(values)]
     for feature in features:
         column = columns[feature.name]
         if feature.ragged:
@@ -155,34 +161,41 @@ def _as_bytes(value) -> bytes:
 
 
 class Blocker:
-    """Re-cut a stream of windows into blocks of exactly ``rows_per_record`` examples.
+    """Re-cut a stream of windows into blocks of the given sizes, in turn
+    (``itertools.repeat(rows_per_record)`` in copy mode).
 
     Only the tail of a window (fewer than ``rows_per_record`` examples) is carried over
     and copied; everything else is sliced as views.
     """
 
-    def __init__(self, rows_per_record: int):
-        self._k = rows_per_record
+    def __init__(self, sizes: Iterator[int]):
+        self._sizes = sizes
+        self._k = next(sizes, 0)
         self._carry: dict[str, Column] | None = None
         self._carry_n = 0
 
     def add(self, columns: dict[str, Column], n: int) -> Iterator[tuple[dict[str, Column], int]]:
         start = 0
-        if self._carry is not None:
-            need = min(self._k - self._carry_n, n)
-            head = {k: _concat(self._carry[k], _slice(v, 0, need)) for k, v in columns.items()}
-            self._carry, self._carry_n = head, self._carry_n + need
-            start = need
-            if self._carry_n < self._k:
-                return
-            yield self._carry, self._carry_n
-            self._carry, self._carry_n = None, 0
-        while n - start >= self._k:
-            yield {k: _slice(v, start, start + self._k) for k, v in columns.items()}, self._k
-            start += self._k
-        if start < n:
-            self._carry = {k: _copy(_slice(v, start, n)) for k, v in columns.items()}
-            self._carry_n = n - start
+        while start < n:
+            if self._k <= 0:
+                raise ValueError("more examples than the record sizes cover")
+            if self._carry is None and n - start >= self._k:
+                yield {k: _slice(v, start, start + self._k) for k, v in columns.items()}, self._k
+                start += self._k
+                self._k = next(self._sizes, 0)
+                continue
+            take = min(self._k - self._carry_n, n - start)
+            part = {k: _slice(v, start, start + take) for k, v in columns.items()}
+            if self._carry is None:
+                self._carry = {k: _copy(v) for k, v in part.items()}
+            else:
+                self._carry = {k: _concat(self._carry[k], part[k]) for k in part}
+            self._carry_n += take
+            start += take
+            if self._carry_n == self._k:
+                yield self._carry, self._carry_n
+                self._carry, self._carry_n = None, 0
+                self._k = next(self._sizes, 0)
 
     def flush(self) -> Iterator[tuple[dict[str, Column], int]]:
         if self._carry is not None and self._carry_n:

@@ -87,3 +87,15 @@ class UnknownName(Hdf5ToRecordsError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class NotReferenceable(Hdf5ToRecordsError, ValueError):
+    """``--mode index``: a feature's HDF5 layout cannot be referenced."""
+
+
+class SourceChanged(Hdf5ToRecordsError, OSError):
+    """An index-mode source differs from the file that was converted."""
+
+
+class SourceRefused(Hdf5ToRecordsError, PermissionError):
+    """A manifest points at a file or byte range the reader will not read."""

@@ -15,12 +15,15 @@ from ._version import __version__
 from .config import ConvertConfig
 from .encode import COUNT_KEY, SHAPE_SUFFIX
 from .errors import ManifestError, OutputError
+from .fingerprint import fingerprint
 from .naming import temp_name
 from .plan import Plan
+from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from .writer import ShardResult
 
 FORMAT = "hdf5-to-records"
 FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
 MANIFEST_NAME = "manifest.json"
 
 
@@ -47,7 +50,7 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
                 "ragged": feature.ragged,
                 "source": feature.source,
                 "source_dtype": feature.source_dtype,
-                "storage": "copy",
+                "storage": feature.storage,
                 **({"enum": dict(feature.enum)} if feature.enum else {}),
             }
         )
@@ -72,8 +75,10 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
                 for r, s in zip(shards, specs)
             ],
         }
-    sources = [
-        {
+    referenced = [f.name for f in plan.features if f.storage == "reference"]
+    sources = []
+    for f in plan.sources.files:
+        source = {
             "path": f.path,
             "size": f.size,
             "mtime": f.mtime,
@@ -84,11 +89,19 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
                 "num_selected": int(f.rows.size),
             },
         }
-        for f in plan.sources.files
-    ]
+        if referenced:
+            source["path"] = _reference_path(f.path, config.output)
+            source["fingerprint"] = fingerprint(f.path)
+            source["references"] = {name: f.refs[name].to_json() for name in referenced}
+        sources.append(source)
+    extra: dict[str, Any] = {}
+    if referenced:
+        extra["source_roots"] = sorted(
+            {os.path.dirname(os.path.abspath(f.path)) for f in plan.sources.files}
+        )
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": INDEX_FORMAT_VERSION if referenced else FORMAT_VERSION,
         "name": plan.name,
         "tool_version": __version__,
         "mode": plan.sources.mode,
@@ -98,12 +111,26 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
             "count_key": COUNT_KEY,
             "shape_suffix": SHAPE_SUFFIX,
             "byte_order": "little",
+            **(
+                {"file_key": FILE_KEY, "ref_suffix": REF_SUFFIX, "take_suffix": TAKE_SUFFIX}
+                if referenced
+                else {}
+            ),
         },
         "features": features,
         "splits": splits,
         "sources": sources,
+        **extra,
         "config": config.to_json(),
     }
+
+
+def _reference_path(path: str, output: str) -> str:
+    """A source path as index-mode manifests store it: relative to the output directory
+    (so the two can move together), absolute when the output is a URL."""
+    if fs.is_url(output):
+        return os.path.abspath(path)
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(output))
 
 
 def write_manifest(output: str, manifest: dict[str, Any]) -> str:
@@ -139,10 +166,10 @@ def read_manifest(directory: str) -> dict[str, Any]:
         raise ManifestError(f"cannot read manifest {path}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{path} is not an hdf5-to-records manifest")
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in (FORMAT_VERSION, INDEX_FORMAT_VERSION):
         raise ManifestError(
             f"{path} has format version {data.get('format_version')}; this "
-            f"tool reads version {FORMAT_VERSION}"
+            f"tool reads versions {FORMAT_VERSION} and {INDEX_FORMAT_VERSION}"
         )
     return data
 

@@ -23,6 +23,7 @@ from .schema import FeatureSchema, SourceSet
 from .sharding import choose_num_shards, choose_rows_per_record, shard_bounds, split_counts
 
 _SPLIT_STREAM, _SHUFFLE_STREAM = 1, 2  # independent random streams derived from --seed
+_REF_EXAMPLE_BYTES = 4  # index mode: stored bytes per referenced example (take list, refs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +72,7 @@ class Plan:
     compression: str
     shards: tuple[ShardSpec, ...]
     split_names: tuple[str, ...]
+    record_target: int = 0  # index mode: examples a record aims for (see record_sizes)
 
     def split_shards(self, split: str) -> tuple[ShardSpec, ...]:
         return tuple(s for s in self.shards if s.split == split)
@@ -114,6 +116,14 @@ def build_plan(
     total = rows.size
     example_bytes = max(1, sum(f.example_bytes() for f in features))
     rows_per_record = config.rows_per_record or choose_rows_per_record(example_bytes)
+    record_target = rows_per_record
+    if any(f.storage == "reference" for f in features):
+        # Records hold references; each one is read and decoded as one span.
+        record_target = config.rows_per_record or max(1, sharding.SPAN_BYTES // example_bytes)
+        rows_per_record = 2 * record_target  # the most a record holds (see record_sizes)
+        example_bytes = _REF_EXAMPLE_BYTES + sum(
+            f.example_bytes() for f in features if f.storage == "copy"
+        )
     template = ShardedFileTemplate(config.dataset_name)
 
     _check_record_limit(features)
@@ -150,7 +160,7 @@ def build_plan(
                     filename,
                     ids,
                     sel,
-                    -(-(b - a) // rows_per_record),
+                    -(-(b - a) // record_target),
                     (b - a) * example_bytes,
                     digest.hexdigest(),
                 )
@@ -163,6 +173,7 @@ def build_plan(
         config.compression,
         tuple(shards),
         tuple(s.name for s in config.splits),
+        record_target,
     )
 
 
@@ -228,7 +239,8 @@ def _plan_digest(
             "mode": sources.mode,
             "groups": sources.group_pattern,
             "features": [
-                [f.name, f.source, f.stored.dtype, list(f.shape), f.ragged] for f in features
+                [f.name, f.source, f.stored.dtype, list(f.shape), f.ragged, f.storage]
+                for f in features
             ],
             "rows_per_record": rows_per_record,
             "compression": config.compression,

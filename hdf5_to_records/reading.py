@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from .errors import Hdf5ToRecordsError, SourceUnreadable
+from .references import ChunkTable, Reference
 from .schema import FeatureSchema, SourceSet
 from .sources import ensure_filters, get_dataset, open_h5
 
@@ -45,6 +46,7 @@ class ShardReader:
         self._row_bytes = max(1, sum(f.example_bytes() for f in features))
         self._chunk_rows = np.array([f.chunk_rows for f in sources.files], np.int64)
         self._buffers: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
+        self._chunk_tables: dict[tuple[int, str], ChunkTable] = {}
 
     def close(self) -> None:
         for handle in self._files.values():
@@ -60,6 +62,18 @@ class ShardReader:
                 self._files.pop(next(iter(self._files))).close()
             handle = self._files[file_id] = open_h5(self._sources.files[file_id].path)
         return handle
+
+    def chunk_table(self, file_id: int, ref: Reference) -> ChunkTable:
+        """The chunk byte ranges of a referenced chunked dataset (built once per file)."""
+        key = (file_id, ref.dataset)
+        if key not in self._chunk_tables:
+            source = self._sources.files[file_id]
+            h5 = self._file(file_id)
+            try:
+                self._chunk_tables[key] = ChunkTable(h5[ref.dataset], ref.chunk_rows)
+            except Hdf5ToRecordsError as exc:
+                raise exc.with_context(os.path.basename(source.path)) from None
+        return self._chunk_tables[key]
 
     def windows(self, file_ids: np.ndarray, rows: np.ndarray) -> Iterator[Window]:
         """Yield the shard's examples in order, a bounded window at a time.

@@ -21,6 +21,7 @@ import numpy as np
 from .config import ConvertConfig, FeatureSpec, check_feature_name
 from .dtypes import StoredType, stored_type
 from .errors import SchemaError, SelectionError
+from .references import Reference, Storage, probe
 from .selection import RowSpec, parse_rows, resolve_rows
 from .sources import ensure_filters, expand_sources, get_dataset, layout, open_h5
 
@@ -42,6 +43,7 @@ class FeatureSchema:
     mean_elements: float | None = None  # mean values per example, for ragged features
     mean_item_bytes: float | None = None  # mean bytes per string, sampled from the source
     enum: tuple[tuple[str, int], ...] | None = None  # HDF5 enum labels, stored as integers
+    storage: Storage = "copy"  # "reference": records hold references to the source bytes
 
     def example_bytes(self) -> int:
         """Estimated stored bytes of one example, for record and shard sizing.
@@ -69,6 +71,8 @@ class SourceFile:
     rows: np.ndarray  # selected item indices, in selection order
     groups: tuple[str, ...] = ()  # group paths (group mode)
     chunk_rows: int = 1  # largest chunk extent along axis 0 over the features
+    # Index modes: per feature, how its dataset can be referenced, or why it cannot.
+    refs: dict[str, Reference | str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,6 +128,7 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                 for f in features
             }
             lengths = {}
+            refs: dict[str, Reference | str] = {}
             chunk_rows, biggest_chunk = 1, 0
             for spec in features:
                 ds = datasets[spec.name]
@@ -149,6 +154,8 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                 )
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
                 lengths[spec.path] = ds.shape[0]
+                if config.mode != "copy":
+                    refs[spec.name] = probe(ds)
                 chunk_bytes = _chunk_bytes(ds)
                 if chunk_bytes > biggest_chunk:
                     biggest_chunk, chunk_rows = chunk_bytes, layout(ds).chunk_rows
@@ -163,7 +170,9 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
             rows = resolve_rows(row_spec, num_rows, h5file=h5, where=name)
         stat = os.stat(path)
         files.append(
-            SourceFile(path, stat.st_size, stat.st_mtime, num_rows, rows, chunk_rows=chunk_rows)
+            SourceFile(
+                path, stat.st_size, stat.st_mtime, num_rows, rows, chunk_rows=chunk_rows, refs=refs
+            )
         )
     return SourceSet("rows", tuple(files), tuple(schemas.values()))
 

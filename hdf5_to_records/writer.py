@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from .errors import Hdf5ToRecordsError, OutputError
 from .naming import temp_name
 from .plan import ShardSpec
 from .reading import Column, ShardReader
+from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX, Reference, encode_refs
 from .schema import FeatureSchema, SourceSet, merge_shapes
+from .sharding import record_sizes
 from .sink import BackgroundSink
 from .transform import apply_transform, check_output, example_for_transform, load_transform
 
@@ -39,6 +42,17 @@ class Job:
     rows_per_record: int
     compression: str
     transform: str | None = None
+    # Index modes: per source file, the Reference of each referenced feature.
+    refs: tuple[dict[str, Reference], ...] = ()
+    record_target: int = 0
+
+    @property
+    def referenced(self) -> tuple[FeatureSchema, ...]:
+        return tuple(f for f in self.features if f.storage == "reference")
+
+    @property
+    def copied(self) -> tuple[FeatureSchema, ...]:
+        return tuple(f for f in self.features if f.storage == "copy")
 
 
 @dataclass(frozen=True)
@@ -80,12 +94,25 @@ def write_shard(
         with fs.open_write(temp) as raw:
             sink = BackgroundSink(raw, compress=job.compression == "gzip")
             try:
-                blocker = Blocker(job.rows_per_record)
+                referenced, copied = job.referenced, job.copied
+                if referenced:
+                    align = [max(1, f.chunk_rows) for f in job.sources.files]
+                    sizes = record_sizes(spec.file_ids, spec.rows, job.record_target, align)
+                    blocker = Blocker(iter(sizes))
+                else:
+                    sizes, blocker = [], Blocker(itertools.repeat(job.rows_per_record))
+                position = 0
 
                 def write_blocks(blocks) -> None:
-                    nonlocal records
+                    nonlocal records, position
                     for block, count in blocks:
-                        pieces = encode_block(block, count, job.features)
+                        extra = (
+                            _reference_lists(job, spec, position, count, reader)
+                            if referenced
+                            else None
+                        )
+                        position += count
+                        pieces = encode_block(block, count, copied, extra)
                         prefix, suffix = record_framing(pieces)
                         sink.write(prefix)
                         for piece in pieces:
@@ -96,7 +123,10 @@ def write_shard(
                             progress(count, piece_length(pieces))
 
                 pending: collections.deque = collections.deque()
-                for window in reader.windows(spec.file_ids, spec.rows):
+                if not job.read_features:  # nothing to read: every feature is referenced
+                    write_blocks(({}, n) for n in sizes)
+                windows = reader.windows(spec.file_ids, spec.rows) if job.read_features else ()
+                for window in windows:
                     columns, n = window.columns, window.stop - window.start
                     if transform is not None:
                         columns = _transform_window(job, spec, window.start, columns, n, transform)
@@ -129,6 +159,22 @@ def write_shard(
     return ShardResult(
         spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
     )
+
+
+def _reference_lists(
+    job: Job, spec: ShardSpec, start: int, n: int, reader: ShardReader
+) -> dict[str, list[int]]:
+    """The reference entries of the record holding examples ``[start, start + n)``."""
+    file_id = int(spec.file_ids[start])
+    rows = spec.rows[start : start + n]
+    entries = {FILE_KEY: [file_id]}
+    for feature in job.referenced:
+        ref = job.refs[file_id][feature.name]
+        table = reader.chunk_table(file_id, ref) if ref.layout == "chunked" else None
+        pieces, take = encode_refs(ref, rows, table)
+        entries[feature.name + REF_SUFFIX] = pieces
+        entries[feature.name + TAKE_SUFFIX] = take
+    return entries
 
 
 def _transform_window(

@@ -13,6 +13,7 @@ import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
 
+from .spans import SpanReader
 from .spec import DatasetSpec, FeatureInfo
 
 tf = import_tensorflow()
@@ -29,11 +30,25 @@ def element_spec(feature: FeatureInfo):
     return tf.TensorShape(feature.shape), dtype
 
 
-def make_decoder(spec: DatasetSpec, features: tuple[FeatureInfo, ...]) -> Callable:
-    """A function: serialized records [R] -> {name: [N, *shape]} (ragged where varies)."""
+def make_decoder(
+    spec: DatasetSpec, features: tuple[FeatureInfo, ...], spans: SpanReader | None = None
+) -> Callable:
+    """A function: serialized records [R] -> {name: [N, *shape]} (ragged where varies).
+
+    Referenced features (index mode) are read by ``spans``, one Python call per batch
+    of records.
+    """
     parse_spec = {spec.count_key: tf.io.FixedLenFeature([1], tf.int64)}
+    referenced = tuple(f for f in features if f.storage == "reference")
+    if referenced:
+        parse_spec[spec.file_key] = tf.io.FixedLenFeature([1], tf.int64)
     for feature in features:
-        if feature.encoding == "bytes":
+        if feature.storage == "reference":
+            for suffix in (spec.ref_suffix, spec.take_suffix):
+                parse_spec[feature.name + suffix] = tf.io.RaggedFeature(
+                    tf.int64, row_splits_dtype=tf.int64
+                )
+        elif feature.encoding == "bytes":
             parse_spec[feature.name] = tf.io.VarLenFeature(tf.string)
         else:
             parse_spec[feature.name] = tf.io.FixedLenFeature([], tf.string)
@@ -44,8 +59,10 @@ def make_decoder(spec: DatasetSpec, features: tuple[FeatureInfo, ...]) -> Callab
     def decode(serialized):
         parsed = tf.io.parse_example(serialized, parse_spec)
         counts = parsed[spec.count_key][:, 0]
-        out = {}
+        out = _read_referenced(spec, referenced, spans, parsed, counts) if referenced else {}
         for feature in features:
+            if feature.storage == "reference":
+                continue
             value = parsed[feature.name]
             if feature.ragged and not feature.variable:
                 # Per-example shapes were stored (groups, transforms) but never varied.
@@ -63,6 +80,28 @@ def make_decoder(spec: DatasetSpec, features: tuple[FeatureInfo, ...]) -> Callab
         return out
 
     return decode
+
+
+def _read_referenced(spec: DatasetSpec, referenced, spans: SpanReader, parsed, counts) -> dict:
+    """Referenced features of a batch of records, read by one ``numpy_function`` call."""
+    args = [parsed[spec.file_key][:, 0], counts]
+    for feature in referenced:
+        for suffix in (spec.ref_suffix, spec.take_suffix):
+            ragged = parsed[feature.name + suffix]
+            args += [ragged.values, ragged.row_splits]
+
+    def read(file_ids, counts, *arrays):
+        return [
+            spans.read(f.name, file_ids, counts, *arrays[4 * i : 4 * i + 4])
+            for i, f in enumerate(referenced)
+        ]
+
+    values = tf.numpy_function(read, args, [tf_dtype(f.dtype) for f in referenced], stateful=False)
+    out = {}
+    for feature, value in zip(referenced, values):
+        value.set_shape([None, *feature.shape])
+        out[feature.name] = tf.cast(value, tf.bool) if feature.dtype == "bool" else value
+    return out
 
 
 def _decode_block(feature: FeatureInfo, raw, counts, k: int):

@@ -19,6 +19,7 @@ class FeatureInfo:
     shape: tuple[int | None, ...]
     encoding: str
     ragged: bool
+    storage: str = "copy"  # "reference": read from the HDF5 source (index mode)
 
     @property
     def variable(self) -> bool:
@@ -31,6 +32,7 @@ class ShardInfo:
     num_examples: int
     num_bytes: int
     sha256: str
+    num_records: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class DatasetSpec:
     shape_suffix: str
     features: tuple[FeatureInfo, ...]
     splits: dict[str, tuple[ShardInfo, ...]]
+    sources: tuple[dict, ...] = ()  # the manifest's source entries (index mode reads them)
+    source_roots: tuple[str, ...] = ()
+    file_key: str = "__file__"
+    ref_suffix: str = "/ref"
+    take_suffix: str = "/take"
 
     def split(self, name: str) -> tuple[ShardInfo, ...]:
         """The shards of a split.
@@ -100,6 +107,7 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
             tuple(None if d is None else int(d) for d in f["shape"]),
             f["encoding"],
             bool(f["ragged"]),
+            _storage(f, directory),
         )
         for f in manifest["features"]
     )
@@ -116,6 +124,7 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
                     int(shard["num_examples"]),
                     int(shard["num_bytes"]),
                     shard["sha256"],
+                    int(shard.get("num_records", 0)),
                 )
             )
         splits[name] = tuple(shards)
@@ -128,7 +137,23 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
         records["shape_suffix"],
         features,
         splits,
+        tuple(manifest.get("sources", ())),
+        tuple(str(r) for r in manifest.get("source_roots", ())),
+        records.get("file_key", "__file__"),
+        records.get("ref_suffix", "/ref"),
+        records.get("take_suffix", "/take"),
     )
+
+
+def _storage(feature: dict[str, Any], directory: str) -> str:
+    storage = feature.get("storage", "copy")
+    if storage not in ("copy", "reference"):
+        raise ManifestError(f"manifest in {directory}: feature storage {storage!r} is unknown")
+    if storage == "reference" and (feature["encoding"] != "raw" or feature["ragged"]):
+        raise ManifestError(
+            f"manifest in {directory}: feature {feature['name']!r} cannot be referenced"
+        )
+    return storage
 
 
 def _join(directory: str, file: str) -> str:

@@ -1,5 +1,7 @@
 """Record encoding: blocks of examples as tf.train.Example, framed as TFRecord."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -72,7 +74,7 @@ def test_record_too_large(monkeypatch):
 @pytest.mark.parametrize("k", [1, 3, 4, 10])
 @pytest.mark.parametrize("windows", [[10], [3, 3, 4], [1, 1, 1, 7], [4, 6]])
 def test_blocker_recuts_windows_into_blocks_of_k(k, windows):
-    blocker, values, start = Blocker(k), [], 0
+    blocker, values, start = Blocker(itertools.repeat(k)), [], 0
     blocks = []
     for size in windows:
         column = np.arange(start, start + size)

@@ -1,0 +1,197 @@
+"""Index-only mode: references to the bytes of HDF5 datasets instead of copies.
+
+A dataset can be referenced when its rows are whole, self-contained byte runs in the
+file: contiguous without filters (one byte range; row ``r`` at ``offset + r *
+row_bytes``), or chunked with chunks spanning whole rows (chunk shape equal to the
+dataset's shape beyond axis 0) and filters limited to gzip (deflate), shuffle and
+fletcher32 (each chunk a byte range, decoded on its own). :func:`probe` says whether
+and how; :class:`ChunkTable` finds chunk byte ranges; :func:`encode_refs` turns a
+record's rows into the reference lists stored in the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from .dtypes import stored_type
+from .errors import Hdf5ToRecordsError, SchemaError
+from .sources import filter_names
+
+REF_SUFFIX = "/ref"  # int64 list: (offset, size, filter mask) per byte range
+TAKE_SUFFIX = "/take"  # int64 list: each example's row within the decoded ranges
+FILE_KEY = "__file__"  # int64: the record's source, an index into the manifest's sources
+DECODABLE_FILTERS = ("gzip", "shuffle", "fletcher32")  # what the reader decodes itself
+GAP_BYTES = 1 << 20  # contiguous: read through gaps under 1 MiB rather than split a range
+
+Storage = Literal["copy", "reference"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where one feature's rows live in one source file, as the manifest records it.
+
+    ``dtype`` is the source dtype with its byte order (``>f4``); ``filters`` is the
+    HDF5 filter pipeline in write order (the reader undoes it in reverse).
+    """
+
+    dataset: str
+    layout: Literal["contiguous", "chunked"]
+    dtype: str
+    row_shape: tuple[int, ...]
+    num_rows: int
+    offset: int = 0  # contiguous: first byte of row 0
+    chunk_rows: int = 0  # chunked: rows per chunk
+    filters: tuple[str, ...] = ()
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["row_shape"] = list(self.row_shape)
+        out["filters"] = list(self.filters)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reference:
+        """Raises: ValueError/KeyError/TypeError on a malformed entry."""
+        ref = cls(
+            str(data["dataset"]),
+            data["layout"],
+            str(np.dtype(data["dtype"]).str),
+            tuple(int(d) for d in data["row_shape"]),
+            int(data["num_rows"]),
+            int(data.get("offset", 0)),
+            int(data.get("chunk_rows", 0)),
+            tuple(str(f) for f in data.get("filters", ())),
+        )
+        if ref.layout not in ("contiguous", "chunked"):
+            raise ValueError(f"unknown layout {ref.layout!r}")
+        if ref.num_rows < 0 or ref.offset < 0 or any(d < 0 for d in ref.row_shape):
+            raise ValueError("negative size or offset")
+        if ref.layout == "chunked" and ref.chunk_rows < 1:
+            raise ValueError("chunk_rows must be >= 1")
+        unknown = set(ref.filters) - set(DECODABLE_FILTERS)
+        if unknown or (ref.layout == "contiguous" and ref.filters):
+            raise ValueError(f"filters {list(ref.filters)} cannot be decoded")
+        if np.dtype(ref.dtype).kind not in "biufc":
+            raise ValueError(f"dtype {ref.dtype} cannot be referenced")
+        return ref
+
+
+def probe(ds: h5py.Dataset) -> Reference | str:
+    """How ``ds`` can be referenced, or a short reason why it cannot.
+
+    Reads metadata only: the layout, filters and the number of allocated chunks.
+    """
+    try:
+        stored = stored_type(ds.dtype, where=ds.name)
+    except Hdf5ToRecordsError as exc:
+        return str(exc)
+    if stored.encoding != "raw":
+        return "strings are stored by value"
+    if ds.ndim == 0:
+        return "scalar dataset"
+    if ds.is_virtual:
+        return "virtual dataset"
+    plist = ds.id.get_create_plist()
+    if plist.get_external_count():
+        return "external raw storage"
+    kind = plist.get_layout()
+    dtype, shape = ds.dtype.str, tuple(int(d) for d in ds.shape[1:])
+    if kind == h5py.h5d.CONTIGUOUS:
+        offset = ds.id.get_offset()
+        if offset is None:
+            return "never written (no storage allocated)" if ds.shape[0] else "empty"
+        return Reference(ds.name, "contiguous", dtype, shape, int(ds.shape[0]), int(offset))
+    if kind != h5py.h5d.CHUNKED:
+        return "compact layout (stored in the object header)"
+    if tuple(ds.chunks[1:]) != shape:
+        return f"chunks {ds.chunks} split rows of shape {shape}"
+    filters = tuple(filter_names(ds))
+    other = [f for f in filters if f not in DECODABLE_FILTERS]
+    if other:
+        return f"filter {other[0]!r} (only gzip, shuffle and fletcher32 are decoded)"
+    expected = -(-int(ds.shape[0]) // ds.chunks[0])
+    if ds.id.get_num_chunks() != expected:
+        return "some chunks were never written (they read as fill values)"
+    return Reference(
+        ds.name,
+        "chunked",
+        dtype,
+        shape,
+        int(ds.shape[0]),
+        chunk_rows=int(ds.chunks[0]),
+        filters=filters,
+    )
+
+
+class ChunkTable:
+    """Byte ranges of a chunked dataset's chunks, by chunk number along axis 0."""
+
+    def __init__(self, ds: h5py.Dataset, chunk_rows: int):
+        count = -(-int(ds.shape[0]) // chunk_rows)
+        self.table = np.full((count, 3), -1, np.int64)  # offset, size, filter mask
+
+        def visit(info) -> None:
+            self.table[info.chunk_offset[0] // chunk_rows] = (
+                info.byte_offset,
+                info.size,
+                info.filter_mask,
+            )
+
+        if hasattr(ds.id, "chunk_iter"):
+            ds.id.chunk_iter(visit)
+        else:  # HDF5 < 1.12.3: one call per chunk
+            for index in range(ds.id.get_num_chunks()):
+                visit(ds.id.get_chunk_info(index))
+        if (self.table[:, 0] < 0).any():
+            missing = int(np.flatnonzero(self.table[:, 0] < 0)[0])
+            raise SchemaError(
+                f"dataset {ds.name}: chunk at row {missing * chunk_rows} was never written"
+            )
+
+
+def encode_refs(
+    ref: Reference, rows: np.ndarray, chunks: ChunkTable | None
+) -> tuple[list[int], list[int]]:
+    """The reference lists of one record: ``(ref, take)``.
+
+    ``ref`` holds ``(offset, size, filter mask)`` per byte range to read; ``take[i]`` is
+    the row of example ``i`` within the ranges decoded and concatenated in order.
+    Contiguous rows are grouped into ranges, read through gaps under ``GAP_BYTES``;
+    chunked rows name each chunk they touch once.
+    """
+    unique, inverse = np.unique(rows, return_inverse=True)
+    if ref.layout == "chunked":
+        ids, where = np.unique(unique // ref.chunk_rows, return_inverse=True)
+        pieces = chunks.table[ids]
+        starts = where * ref.chunk_rows
+        take = starts + unique % ref.chunk_rows
+        return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
+    gap_rows = max(1, GAP_BYTES // max(1, ref.row_bytes))
+    breaks = np.flatnonzero(np.diff(unique) > gap_rows) + 1
+    firsts = unique[np.concatenate([[0], breaks])]
+    lasts = unique[np.concatenate([breaks - 1, [unique.size - 1]])]
+    lengths = lasts - firsts + 1
+    base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    group = np.repeat(np.arange(firsts.size), np.diff(np.concatenate([[0], breaks, [unique.size]])))
+    take = base[group] + unique - firsts[group]
+    pieces = np.stack(
+        [ref.offset + firsts * ref.row_bytes, lengths * ref.row_bytes, np.zeros_like(firsts)],
+        axis=1,
+    )
+    return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
+
+
+def _take_list(take: np.ndarray) -> list[int]:
+    """``take``, or ``[]`` when it is ``0, 1, ..., n-1`` (rows read in order, the common
+    case), so that records of small rows stay small."""
+    if take.size and take[0] == 0 and (take.size == 1 or (np.diff(take) == 1).all()):
+        return []
+    return take.tolist()
