@@ -19,6 +19,9 @@ demo: $(VENV)/.installed
 	$(CLI) convert --config configs/demo.yaml --overwrite
 	$(PY) -m hdf5_to_records.summary $(DEMO_DIR)/records
 	$(CLI) bench $(DEMO_DIR)/records --split train --batch-size 32 --epochs 3
+	$(CLI) convert --config configs/demo.yaml --mode index --no-shuffle --output $(DEMO_DIR)/index --overwrite
+	$(PY) -m hdf5_to_records.summary $(DEMO_DIR)/index
+	$(CLI) bench $(DEMO_DIR)/index --split train --batch-size 32 --epochs 3
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

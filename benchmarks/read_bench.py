@@ -254,7 +254,11 @@ def worker_argv(args, workload: str, name: str, paths: dict[str, str]) -> list[s
 
 
 def run_one(args, workload: str, name: str, round_: int, paths: dict[str, str], rows: int) -> Run:
-    argv = worker_argv(args, workload, name, paths)
+    return run_worker(worker_argv(args, workload, name, paths), workload, name, round_, rows)
+
+
+def run_worker(argv: list[str], workload: str, name: str, round_: int, rows: int) -> Run:
+    """Run one ``read_pipelines.py run`` process and parse its report."""
     m = measure.run(argv, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, use_time=False)
     if m.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {m.returncode}:\n{m.stderr[-3000:]}")

@@ -23,6 +23,8 @@ tensors keyed by feature name):
   :data:`CX_DEFAULTS`), to find where ``C``'s time goes.
 - ``D``: the ceiling: the arrays read into memory first (untimed), as tensors,
   ``from_tensor_slices(...).batch(B).prefetch(AUTOTUNE)``.
+- ``H``: no pipeline: h5py reads every dataset of the source whole into memory, on one
+  thread (index mode's baseline for compressed sources).
 
 The drain loop (``--loop``) is ``python`` (``for _ in ds: pass``, what a hand-written
 training loop does) or ``graph`` (``ds.reduce``: the whole pass in one op, no Python
@@ -237,8 +239,47 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def read_h5py(source: str) -> tuple[int, int]:
+    """Every dataset of ``source`` read whole into memory by h5py, one thread."""
+    with h5py.File(source, "r") as f:
+        arrays = [f[name][...] for name in f]
+    return 1, int(arrays[0].shape[0])
+
+
+def timed_pass(drain) -> dict:
+    """``drain() -> (batches, examples)`` once untimed (warm-up: page cache, thread pools,
+    tf.data state), then once timed: what the timed pass did and cost."""
+    started = time.perf_counter()
+    _, warm_examples = drain()
+    warmed = time.perf_counter()
+    cpu_before, busy_before = cpu_seconds(), measure.machine_busy_seconds()
+    t0 = time.perf_counter()
+    batches, examples = drain()
+    seconds = time.perf_counter() - t0
+    user, system = (b - a for a, b in zip(cpu_before, cpu_seconds()))
+    busy_after = measure.machine_busy_seconds()
+    if examples != warm_examples:
+        raise SystemExit(f"timed pass saw {examples} examples, warm-up {warm_examples}")
+    return {
+        "examples": examples,
+        "batches": batches,
+        "seconds": seconds,
+        "cpu_s": user + system,
+        "user_s": user,
+        "sys_s": system,
+        "machine_busy_s": None
+        if busy_before is None or busy_after is None
+        else busy_after - busy_before,
+        "warmup_s": warmed - started,
+    }
+
+
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
+    if args.pipeline == "H":  # h5py's own read of the whole source: no TensorFlow
+        report = timed_pass(lambda: read_h5py(args.source))
+        print(json.dumps({"workload": args.workload, "pipeline": "H", "knobs": None, **report}))
+        return
     tensorflow()
     imported = time.perf_counter()
     knobs = dict(CX_DEFAULTS)
@@ -259,35 +300,16 @@ def run(args: argparse.Namespace) -> None:
         ds = build_d(args.source, args.batch)
     built = time.perf_counter()
     drain = drain_graph if args.loop == "graph" else drain_python
-    _, warm_examples = drain(ds)
-    warmed = time.perf_counter()
-
-    cpu_before, busy_before = cpu_seconds(), measure.machine_busy_seconds()
-    t0 = time.perf_counter()
-    batches, examples = drain(ds)
-    seconds = time.perf_counter() - t0
-    user, system = (b - a for a, b in zip(cpu_before, cpu_seconds()))
-    busy_after = measure.machine_busy_seconds()
-    if examples != warm_examples:
-        raise SystemExit(f"timed pass saw {examples} examples, warm-up {warm_examples}")
+    report = timed_pass(lambda: drain(ds))
     print(
         json.dumps(
             {
                 "workload": args.workload,
                 "pipeline": args.pipeline,
                 "knobs": knobs if args.pipeline == "Cx" else None,
-                "examples": examples,
-                "batches": batches,
-                "seconds": seconds,
-                "cpu_s": user + system,
-                "user_s": user,
-                "sys_s": system,
-                "machine_busy_s": None
-                if busy_before is None or busy_after is None
-                else busy_after - busy_before,
+                **report,
                 "import_s": imported - started,
                 "build_s": built - imported,
-                "warmup_s": warmed - built,
             }
         )
     )
@@ -330,7 +352,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="Measure one pipeline.")
     p.add_argument("workload", choices=("scene", "small"))
-    p.add_argument("pipeline", choices=("A", "B", "C", "Cx", "D"))
+    p.add_argument("pipeline", choices=("A", "B", "C", "Cx", "D", "H"))
     p.add_argument("--source", required=True, help="The HDF5 source (A, B's schema, D).")
     p.add_argument("--records", help="Converted output directory (C, Cx).")
     p.add_argument("--naive", help="Directory of the naive TFRecord shards (B).")

@@ -278,11 +278,20 @@ def _print_plan(summary: dict) -> None:
 def _print_result(manifest: dict, output: str, seconds: float, skipped: int) -> None:
     total = sum(s["num_bytes"] for s in manifest["splits"].values())
     examples = sum(s["num_examples"] for s in manifest["splits"].values())
-    click.echo(
-        f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
-        f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
-        + (f"; {skipped} shard(s) were already complete" if skipped else "")
-    )
+    referenced = [f for f in manifest["features"] if f.get("storage") == "reference"]
+    if referenced:
+        names = ", ".join(f["name"] for f in referenced)
+        click.echo(
+            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s; "
+            f"{names} referenced in the HDF5 sources, not copied"
+            + (f"; {skipped} shard(s) were already complete" if skipped else "")
+        )
+    else:
+        click.echo(
+            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
+            f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+            + (f"; {skipped} shard(s) were already complete" if skipped else "")
+        )
     for split, info in manifest["splits"].items():
         click.echo(f"  {split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
 

@@ -142,6 +142,21 @@ def choose_storage(config: ConvertConfig, sources: SourceSet) -> SourceSet:
         )
     for name, reason in why.items():
         log.warning("--mode auto: copying feature %r: %s", name, reason)
+    chunked = max(
+        (
+            ref.chunk_rows
+            for f in sources.files
+            for ref in f.refs.values()
+            if isinstance(ref, Reference)
+        ),
+        default=0,
+    )
+    if config.shuffle and chunked > 1 and len(why) < len(sources.features):
+        log.warning(
+            "--shuffle with referenced chunked data: reading decodes a whole chunk (up to "
+            "%d rows) per example; shuffle in reader.load instead for full speed",
+            chunked,
+        )
     features = tuple(
         f if f.name in why else dataclasses.replace(f, storage="reference")
         for f in sources.features

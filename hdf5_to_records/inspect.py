@@ -9,6 +9,7 @@ import numpy as np
 
 from .dtypes import stored_type
 from .errors import Hdf5ToRecordsError
+from .references import Reference, probe
 from .sources import layout, open_h5
 
 
@@ -64,6 +65,9 @@ def _describe_dataset(ds: h5py.Dataset) -> str:
         stored_type(ds.dtype, where=ds.name)
     except Hdf5ToRecordsError as exc:
         parts.append("NOT CONVERTIBLE: " + str(exc).split(": ", 1)[-1])
+        return "  ".join(parts)
+    ref = probe(ds)
+    parts.append("index: yes" if isinstance(ref, Reference) else f"index: no ({ref})")
     return "  ".join(parts)
 
 

@@ -116,7 +116,7 @@ def probe(ds: h5py.Dataset) -> Reference | str:
     filters = tuple(filter_names(ds))
     other = [f for f in filters if f not in DECODABLE_FILTERS]
     if other:
-        return f"filter {other[0]!r} (only gzip, shuffle and fletcher32 are decoded)"
+        return f"filter {other[0]!r} is not gzip, shuffle or fletcher32"
     expected = -(-int(ds.shape[0]) // ds.chunks[0])
     if ds.id.get_num_chunks() != expected:
         return "some chunks were never written (they read as fill values)"

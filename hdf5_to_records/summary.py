@@ -22,6 +22,7 @@ def summarize(directory: str) -> list[str]:
         shape = tuple("?" if d is None else d for d in feature["shape"])
         lines.append(
             f"  feature {feature['name']}: {feature['dtype']} {shape} from {feature['source']}"
+            + (" (referenced)" if feature.get("storage") == "reference" else "")
         )
     for split, info in manifest["splits"].items():
         lines.append(

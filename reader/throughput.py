@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import UsageError
 
 from .pipeline import load
@@ -19,7 +22,7 @@ class Throughput:
 
     examples: int
     batches: int
-    nbytes: int  # shard bytes read, pro rata per example
+    nbytes: int  # shard bytes (and, index mode, referenced source bytes) read
     seconds: float
     cpu_seconds: float
 
@@ -58,6 +61,10 @@ def measure(
     shards = spec.split(split)
     total_examples = sum(s.num_examples for s in shards) or 1
     bytes_per_example = sum(s.num_bytes for s in shards) / total_examples
+    for feature in spec.features:  # index mode: the bytes read from the HDF5 sources
+        if feature.storage == "reference":
+            count = int(np.prod(feature.shape, dtype=np.int64))
+            bytes_per_example += count * from_stored(feature.dtype).itemsize
     ds = load(path, split, batch_size=batch_size, repeat=epochs)
     examples = batches = 0
     started = cpu_started = None

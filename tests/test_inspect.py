@@ -54,32 +54,34 @@ def test_describe_file_lists_every_object(sample):
     assert re.fullmatch(r"sample\.h5 \(\d+\.\d MB\)", lines[0])
     assert lines[1:] == [
         "/",
-        "  alias -> /plain  float32  (4,)  contiguous",
-        "  code  string(fixed[2], ascii)  (2,)  contiguous",
-        "  color  enum(uint8: BLUE, RED)  (2,)  contiguous",
-        "  count  int64  ()  contiguous  scalar",
+        "  alias -> /plain  float32  (4,)  contiguous  index: yes",
+        "  code  string(fixed[2], ascii)  (2,)  contiguous  "
+        "index: no (strings are stored by value)",
+        "  color  enum(uint8: BLUE, RED)  (2,)  contiguous  index: yes",
+        "  count  int64  ()  contiguous  scalar  index: no (scalar dataset)",
         "  dangling -> /nowhere  (broken link)",
-        "  ext -> other.h5:/x  big-endian int32  (6, 2)  compact",
+        "  ext -> other.h5:/x  big-endian int32  (6, 2)  compact  "
+        "index: no (compact layout (stored in the object header))",
         "  ext_missing -> missing.h5:/x  (broken link)",
-        "  flag  bool  (2,)  contiguous",
+        "  flag  bool  (2,)  contiguous  index: yes",
         "  packed  big-endian int16  (10, 3)  chunked  chunks (5, 3)  "
-        "filters shuffle+gzip+fletcher32",
+        "filters shuffle+gzip+fletcher32  index: yes",
         "  pair  compound[('x', '<i4'), ('y', '<f8')]  (3,)  contiguous  NOT CONVERTIBLE: "
         "compound dtype [('x', '<i4'), ('y', '<f8')] is not supported; select its fields as "
         "separate datasets or use --transform",
-        "  plain  float32  (4,)  contiguous",
+        "  plain  float32  (4,)  contiguous  index: yes",
         "  ragged  vlen(int32)  (2,)  contiguous  NOT CONVERTIBLE: variable-length int32 "
         "arrays are not supported; use --groups with one dataset per example instead",
         "  refs  object reference  (1,)  contiguous  NOT CONVERTIBLE: object/region "
         "references are not supported",
         "  scenes/  group, 2 member(s)",
         "    s0/  group, 1 member(s)",
-        "      points  float32  (5, 3)  contiguous",
+        "      points  float32  (5, 3)  contiguous  index: yes",
         "    s1/  group, 1 member(s)",
-        "      points  float32  (2, 3)  contiguous",
-        "  text  string(vlen, utf-8)  (1,)  contiguous",
-        "  virtual  float32  (4,)  virtual",
-        "  wave  big-endian complex128  (3,)  contiguous",
+        "      points  float32  (2, 3)  contiguous  index: yes",
+        "  text  string(vlen, utf-8)  (1,)  contiguous  index: no (strings are stored by value)",
+        "  virtual  float32  (4,)  virtual  index: no (virtual dataset)",
+        "  wave  big-endian complex128  (3,)  contiguous  index: yes",
     ]
 
 
@@ -91,10 +93,30 @@ def test_describe_file_names_plugin_filters(tmp_path):
         h5.create_dataset("b", data=np.zeros(8), chunks=(4,), **hdf5plugin.Zstd())
         h5.create_dataset("c", data=np.zeros(8), chunks=(4,), compression="lzf")
     assert describe_file(str(path))[2:] == [
-        "  a  float64  (8,)  chunked  chunks (4,)  filters lz4",
-        "  b  float64  (8,)  chunked  chunks (4,)  filters zstd",
-        "  c  float64  (8,)  chunked  chunks (4,)  filters lzf",
+        "  a  float64  (8,)  chunked  chunks (4,)  filters lz4  "
+        "index: no (filter 'lz4' is not gzip, shuffle or fletcher32)",
+        "  b  float64  (8,)  chunked  chunks (4,)  filters zstd  "
+        "index: no (filter 'zstd' is not gzip, shuffle or fletcher32)",
+        "  c  float64  (8,)  chunked  chunks (4,)  filters lzf  "
+        "index: no (filter 'lzf' is not gzip, shuffle or fletcher32)",
     ]
+
+
+def test_describe_file_says_why_a_dataset_cannot_be_referenced(tmp_path):
+    path = tmp_path / "layouts.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("split_rows", data=np.zeros((8, 6)), chunks=(4, 3))
+        h5.create_dataset("whole_rows", data=np.zeros((8, 6)), chunks=(4, 6))
+        h5.create_dataset("unwritten", shape=(8, 6), dtype="f4")
+        sparse = h5.create_dataset("sparse", shape=(8, 6), dtype="f4", chunks=(4, 6))
+        sparse[0] = 1
+    notes = {line.split()[0]: line.split("index: ")[1] for line in describe_file(str(path))[2:]}
+    assert notes == {
+        "sparse": "no (some chunks were never written (they read as fill values))",
+        "split_rows": "no (chunks (4, 3) split rows of shape (6,))",
+        "unwritten": "no (never written (no storage allocated))",
+        "whole_rows": "yes",
+    }
 
 
 def test_describe_file_refuses_missing_and_foreign_files(tmp_path):
