@@ -119,6 +119,8 @@ def record_sizes(
     so consecutive records do not decode the same chunk twice.
     """
     n = int(rows.size)
+    if n == 0:
+        return []
     target = max(1, target)
     breaks = np.flatnonzero(np.diff(file_ids) != 0) + 1
     sizes: list[int] = []

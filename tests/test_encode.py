@@ -86,3 +86,23 @@ def test_blocker_recuts_windows_into_blocks_of_k(k, windows):
         values += block.tolist()
     assert values == list(range(10))
     assert [n for _, n in blocks] == [k] * (10 // k) + ([10 % k] if 10 % k else [])
+
+
+@pytest.mark.parametrize("sizes", [[10], [3, 3, 4], [1, 9], [4, 2, 1, 3], [7, 1, 1, 1]])
+@pytest.mark.parametrize("windows", [[10], [3, 3, 4], [1, 1, 1, 7], [4, 6]])
+def test_blocker_cuts_blocks_of_given_sizes(sizes, windows):
+    """Index mode cuts records at given sizes (file and chunk boundaries)."""
+    blocker, start, blocks = Blocker(iter(sizes)), 0, []
+    for size in windows:
+        column = np.arange(start, start + size)
+        start += size
+        blocks += [b["v"].copy() for b, _ in blocker.add({"v": column}, size)]
+    assert list(blocker.flush()) == []
+    assert [len(b) for b in blocks] == sizes
+    assert np.concatenate(blocks).tolist() == list(range(10))
+
+
+def test_blocker_refuses_more_rows_than_sizes_cover():
+    blocker = Blocker(iter([2]))
+    with pytest.raises(ValueError, match="more examples"):
+        list(blocker.add({"v": np.arange(3)}, 3))

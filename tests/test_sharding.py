@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from hdf5_to_records.sharding import (
@@ -5,6 +6,7 @@ from hdf5_to_records.sharding import (
     choose_num_shards,
     choose_rows_per_record,
     parse_size,
+    record_sizes,
     shard_bounds,
     split_counts,
 )
@@ -103,3 +105,40 @@ def test_parse_size(text, expected):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError, match="size"):
         parse_size(text)
+
+
+def _rows(*runs):
+    return np.concatenate([np.arange(a, b) for a, b in runs])
+
+
+@pytest.mark.parametrize(
+    "file_ids, rows, target, align, expected",
+    [
+        # Unchunked: records of exactly `target`, the rest at the end.
+        ([0] * 100, _rows((0, 100)), 27, [1], [27, 27, 27, 19]),
+        # Chunked by 16, starting mid-chunk: records end just before a chunk start.
+        ([0] * 100, _rows((5, 105)), 27, [16], [27, 32, 32, 9]),
+        # A record never spans two files; each file has its own alignment.
+        ([0] * 50 + [1] * 50, _rows((0, 50), (0, 50)), 27, [16, 1], [32, 18, 27, 23]),
+        # No chunk start within 2 * target: cut at target (the last record takes <= 2x).
+        ([0] * 40, _rows((1, 41)), 5, [64], [5, 5, 5, 5, 5, 5, 10]),
+        # Fewer rows than target.
+        ([0] * 3, _rows((0, 3)), 10, [4], [3]),
+        ([], np.array([], np.int64), 10, [4], []),
+    ],
+)
+def test_record_sizes(file_ids, rows, target, align, expected):
+    sizes = record_sizes(np.array(file_ids, np.int64), rows, target, align)
+    assert sizes == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_record_sizes_cover_everything_within_bounds(seed):
+    rng = np.random.default_rng(seed)
+    file_ids = np.sort(rng.integers(0, 3, 500))
+    rows = rng.permutation(2000)[:500]
+    sizes = record_sizes(file_ids, rows, 20, [16, 1, 7])
+    assert sum(sizes) == 500 and min(sizes) >= 1 and max(sizes) <= 40
+    edges = np.cumsum([0] + sizes)
+    for a, b in zip(edges[:-1], edges[1:]):
+        assert len(set(file_ids[a:b].tolist())) == 1
