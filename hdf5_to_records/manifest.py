@@ -96,9 +96,9 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         sources.append(source)
     extra: dict[str, Any] = {}
     if referenced:
-        extra["source_roots"] = sorted(
-            {os.path.dirname(os.path.abspath(f.path)) for f in plan.sources.files}
-        )
+        # Relative to the output, like the paths, so output and sources can move together.
+        roots = {os.path.dirname(os.path.abspath(f.path)) for f in plan.sources.files}
+        extra["source_roots"] = sorted(_reference_path(root, config.output) for root in roots)
     return {
         "format": FORMAT,
         "format_version": INDEX_FORMAT_VERSION if referenced else FORMAT_VERSION,

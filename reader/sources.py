@@ -48,7 +48,10 @@ def resolve_sources(
         base = None
     else:
         base = os.path.realpath(directory)
-    roots = [r for r in [base, *recorded_roots, *(allowed_roots or ())] if r]
+    recorded = [
+        r if os.path.isabs(r) or base is None else os.path.join(base, r) for r in recorded_roots
+    ]
+    roots = [r for r in [base, *recorded, *(allowed_roots or ())] if r]
     roots = [os.path.realpath(os.path.expanduser(str(r))) for r in roots]
     out = []
     for entry in manifest_sources:

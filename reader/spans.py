@@ -103,6 +103,11 @@ class SpanReader:
             ValueError: bytes that do not decode (corrupt chunk, checksum mismatch).
         """
         dtype, shape = self._stored[name]
+        if (counts < 0).any() or refs.size % 3:
+            raise SourceRefused(
+                f"feature {name!r}: malformed record (negative count, or byte ranges "
+                "that are not (offset, size, mask) triples)"
+            )
         out = np.empty((int(counts.sum()), *shape), dtype)
         position = 0
         for r in range(counts.size):
@@ -210,23 +215,39 @@ def undo_filters(raw: np.ndarray, ref: Reference, mask: int, where: str, out: np
         ValueError: a fletcher32 mismatch, data that does not inflate, or a chunk that
             decodes to the wrong size, with ``where``.
     """
-    steps = [ref.filters[i] for i in reversed(range(len(ref.filters))) if not mask & (1 << i)]
+    applied = [name for i, name in enumerate(ref.filters) if not mask & (1 << i)]
+    # Bytes entering each filter on write: fletcher32 appends 4, shuffle keeps the size,
+    # gzip's output size is unknown (None) until inflated.
+    sizes: list[int | None] = [out.size]
+    for name in applied[:-1]:
+        previous = sizes[-1]
+        if name == "gzip" or previous is None:
+            sizes.append(None)
+        else:
+            sizes.append(previous + 4 if name == "fletcher32" else previous)
     itemsize = np.dtype(ref.dtype).itemsize
     data = raw
-    for step, name in enumerate(steps):
+    for step in reversed(range(len(applied))):
+        name, size = applied[step], sizes[step]
         if name == "fletcher32":
             data = _strip_fletcher32(data, where)
         elif name == "gzip":
             try:
-                data = np.frombuffer(zlib_decompress(memoryview(data), out.nbytes), np.uint8)
-            except (DeflateError, ValueError) as exc:
+                if size is None:  # gzip applied twice: the inner size is not known
+                    inflated = zlib.decompress(memoryview(data))
+                else:
+                    inflated = zlib_decompress(memoryview(data), max(size, 1))
+                data = np.frombuffer(inflated, np.uint8)
+            except (DeflateError, ValueError, zlib.error) as exc:
                 raise ValueError(f"{where}: does not inflate ({exc})") from None
-        elif name == "shuffle" and itemsize > 1 and data.size == out.size:
-            dest = out if step == len(steps) - 1 else np.empty_like(out)
-            unshuffle(data, itemsize, dest)
+        elif name == "shuffle" and itemsize > 1:
+            dest = out if step == 0 and data.size == out.size else np.empty_like(data)
+            whole = data.size - data.size % itemsize  # HDF5 leaves a partial element as is
+            unshuffle(data[:whole], itemsize, dest[:whole])
+            dest[whole:] = data[whole:]
             data = dest
-    if data.size != out.size:
-        raise ValueError(f"{where}: decodes to {data.size} bytes, not {out.size}")
+        if size is not None and data.size != size:
+            raise ValueError(f"{where}: {name} decodes to {data.size} bytes, not {size}")
     if data is not out:
         out[...] = data
 

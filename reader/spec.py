@@ -92,6 +92,8 @@ def load_spec(path: str) -> DatasetSpec:
     directory = path[: -len("/manifest.json")] if path.endswith("manifest.json") else path
     try:
         return _parse(manifest, directory.rstrip("/") or "/")
+    except ManifestError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"manifest in {directory} is malformed: {exc!r}") from None
 

@@ -1,0 +1,621 @@
+"""Index mode against stale and hostile inputs.
+
+Sources changed, moved or deleted since the conversion; manifests edited by hand to
+point at other files or byte ranges; records whose references point outside their file
+or dataset (fed straight to ``reader.spans.SpanReader``); corrupted chunks; and the
+same refusals surfacing through the tf.data pipeline. Every refusal is checked by class
+and message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import reader
+from hdf5_to_records.dtypes import from_stored
+from hdf5_to_records.errors import ManifestError, SourceChanged, SourceNotFound, SourceRefused
+from hdf5_to_records.references import Reference
+from reader.spans import SourceFile, SpanReader, fletcher32
+
+from records import convert_small, load_manifest, tf
+
+N = 10
+ROW_BYTES = 2 * 3 * 4  # rows of (2, 3) 4-byte values
+
+
+def write_source(path) -> dict[str, np.ndarray]:
+    """A source with one dataset per kind of reference; returns h5py's reads."""
+    x = np.arange(N * 6, dtype="<f4").reshape(N, 2, 3) / 8
+    with h5py.File(path, "w") as h5:
+        h5["x"] = x  # contiguous
+        h5.create_dataset(  # every decodable filter
+            "g",
+            data=np.arange(N * 6, dtype=">i4").reshape(N, 2, 3) * 7,
+            chunks=(4, 2, 3),
+            compression="gzip",
+            shuffle=True,
+            fletcher32=True,
+        )
+        h5.create_dataset("z", data=x * 3, chunks=(4, 2, 3), compression="gzip")  # gzip only
+        h5.create_dataset("f", data=x * 5, chunks=(4, 2, 3), fletcher32=True)  # checksum only
+    with h5py.File(path, "r") as h5:
+        return {name: h5[name][()] for name in h5}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """``tmp/data/src.h5`` converted in index mode into ``tmp/out`` (3-row records)."""
+    (tmp_path / "data").mkdir()
+    source = tmp_path / "data" / "src.h5"
+    values = write_source(source)
+    out = convert_small(source, tmp_path / "out", mode="index", rows_per_record=3)
+    return tmp_path / os.path.basename(out), source, values
+
+
+def read_all(out, **options) -> dict[str, np.ndarray]:
+    """Every example of the train split through ``reader.load``, stacked per feature."""
+    ds = reader.load(str(out), **options)
+    examples = list(ds)
+    return {name: np.stack([e[name].numpy() for e in examples]) for name in ds.element_spec}
+
+
+def assert_values(out, values, **options) -> None:
+    got = read_all(out, **options)
+    assert set(got) == set(values)
+    for name, expected in values.items():
+        expected = expected.astype(expected.dtype.newbyteorder("="))
+        assert got[name].dtype == expected.dtype, name
+        np.testing.assert_array_equal(got[name], expected, err_msg=name)
+
+
+def edit_manifest(out, change) -> None:
+    """Rewrite ``out/manifest.json`` after ``change(manifest)`` edits it in place."""
+    path = os.path.join(out, "manifest.json")
+    with open(path) as handle:
+        manifest = json.load(handle)
+    change(manifest)
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)
+
+
+def reference(out, name: str) -> dict:
+    return load_manifest(str(out))["sources"][0]["references"][name]
+
+
+def chunk_offsets(path, name: str) -> list[tuple[int, int]]:
+    """(byte offset, size) of each chunk of a dataset, as HDF5 reports them."""
+    with h5py.File(path, "r") as h5:
+        ds = h5[name]
+        infos = [ds.id.get_chunk_info_by_coord((row, 0, 0)) for row in range(0, N, ds.chunks[0])]
+        return [(info.byte_offset, info.size) for info in infos]
+
+
+def flip_byte(path, offset: int, *, keep_mtime: bool) -> None:
+    """Invert one byte of a file, keeping its mtime or making sure it changes."""
+    stat = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    mtime = stat.st_mtime_ns if keep_mtime else stat.st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(stat.st_atime_ns, mtime))
+
+
+def test_unchanged_sources_read_back(dataset):
+    out, source, values = dataset
+    manifest = load_manifest(str(out))
+    assert manifest["format_version"] == 2
+    assert {f["storage"] for f in manifest["features"]} == {"reference"}
+    assert manifest["source_roots"] == ["../data"]  # relative: moves with the output
+    assert_values(out, values)
+
+
+# ---- stale sources -------------------------------------------------------------------
+
+
+def test_same_size_other_bytes_new_mtime_is_refused(dataset):
+    out, source, _ = dataset
+    size = os.path.getsize(source)
+    flip_byte(source, reference(out, "x")["offset"] + 5, keep_mtime=False)
+    assert os.path.getsize(source) == size
+    message = (
+        "source ../data/src.h5 changed since the conversion (modified, and its content "
+        "fingerprint differs); convert again"
+    )
+    with pytest.raises(SourceChanged, match=f"^{re.escape(message)}$"):
+        reader.load(str(out))
+
+
+def test_size_change_is_refused(dataset):
+    out, source, _ = dataset
+    size = os.path.getsize(source)
+    with open(source, "ab") as handle:
+        handle.write(b"\0" * 100)
+    message = (
+        f"source ../data/src.h5 changed since the conversion: {size + 100} bytes, "
+        f"recorded {size}; convert again"
+    )
+    with pytest.raises(SourceChanged, match=f"^{re.escape(message)}$"):
+        reader.load(str(out))
+
+
+def test_new_mtime_with_the_same_bytes_is_forgiven(dataset):
+    out, source, values = dataset
+    stat = os.stat(source)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3_600_000_000_000))
+    assert os.stat(source).st_mtime != stat.st_mtime
+    assert_values(out, values)
+
+
+def test_new_mtime_without_a_recorded_fingerprint_is_refused(dataset):
+    out, source, _ = dataset
+    edit_manifest(out, lambda m: m["sources"][0].pop("fingerprint"))
+    stat = os.stat(source)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(SourceChanged, match=r"^source \.\./data/src\.h5 changed since"):
+        reader.load(str(out))
+
+
+def test_deleted_source_is_not_found(dataset):
+    out, source, _ = dataset
+    source.unlink()
+    message = f"source ../data/src.h5 of {out} is missing ({os.path.realpath(source)})"
+    with pytest.raises(SourceNotFound, match=f"^{re.escape(message)}$"):
+        reader.load(str(out))
+
+
+# ---- relative paths, moved datasets --------------------------------------------------
+
+
+def test_manifest_stores_the_source_relative_to_the_output(dataset):
+    out, _, _ = dataset
+    assert load_manifest(str(out))["sources"][0]["path"] == "../data/src.h5"
+
+
+def test_moving_output_and_sources_together(dataset, tmp_path_factory):
+    out, _, values = dataset
+    moved = tmp_path_factory.mktemp("moved") / "project"
+    shutil.move(str(out.parent), str(moved))
+    assert not out.exists()
+    assert_values(moved / "out", values)
+
+
+def test_sources_moved_elsewhere_read_with_allowed_roots(dataset, tmp_path_factory):
+    """Sources moved to another disk and symlinked back resolve outside the roots."""
+    out, source, values = dataset
+    elsewhere = tmp_path_factory.mktemp("other_disk")
+    shutil.move(str(source), str(elsewhere / "src.h5"))
+    os.symlink(elsewhere / "src.h5", source)
+    with pytest.raises(SourceRefused, match="outside the allowed roots"):
+        reader.load(str(out))
+    assert_values(out, values, allowed_roots=[str(elsewhere)])
+
+
+def test_sources_inside_the_dataset_directory_move_with_it(dataset, tmp_path_factory):
+    out, source, values = dataset
+    (out / "sources").mkdir()
+    shutil.move(str(source), str(out / "sources" / "src.h5"))
+    point_at(out, "sources/src.h5")
+    moved = tmp_path_factory.mktemp("moved") / "out"
+    shutil.move(str(out), str(moved))
+    assert_values(moved, values)
+
+
+# ---- hostile manifests -----------------------------------------------------------------
+
+
+def point_at(out, path, **entry) -> None:
+    """Make the manifest's source entry name ``path`` (and other fields)."""
+
+    def change(manifest):
+        manifest["sources"][0]["path"] = str(path)
+        manifest["sources"][0].update(entry)
+
+    edit_manifest(out, change)
+
+
+@pytest.mark.parametrize("form", ["absolute", "relative", "symlink", "prefix_sibling"])
+def test_sources_outside_the_roots_are_refused(dataset, tmp_path, tmp_path_factory, form):
+    out, source, values = dataset
+    if form == "prefix_sibling":  # shares a prefix with the recorded root tmp/data
+        elsewhere = tmp_path / "data2"
+        elsewhere.mkdir()
+    else:
+        elsewhere = tmp_path_factory.mktemp("elsewhere")
+    copy = elsewhere / "src.h5"
+    shutil.copy2(source, copy)  # same bytes, size and mtime: a valid source
+    listed = {
+        "absolute": str(copy),
+        "relative": os.path.relpath(copy, out),
+        "symlink": "link.h5",
+        "prefix_sibling": "../data2/src.h5",
+    }[form]
+    if form == "symlink":
+        os.symlink(copy, out / "link.h5")  # inside the dataset directory, pointing out
+    point_at(out, listed)
+    message = f"source {listed} resolves to {os.path.realpath(copy)}, outside the allowed roots"
+    with pytest.raises(SourceRefused, match=f"^{re.escape(message)} .*pass allowed_roots="):
+        reader.load(str(out))
+    source.unlink()  # so what loads below can only be the copy
+    assert_values(out, values, allowed_roots=[str(elsewhere)])
+
+
+def test_files_that_are_not_hdf5_are_refused(dataset, tmp_path_factory):
+    out, source, _ = dataset
+    elsewhere = tmp_path_factory.mktemp("allowed")
+    fake = elsewhere / "passwd"
+    fake.write_bytes(b"root:x:0:0::/root:/bin/sh\n" * (os.path.getsize(source) // 26 + 1))
+    os.truncate(fake, os.path.getsize(source))  # the recorded size, so only the format differs
+    point_at(out, fake)
+    message = f"source {fake} is not an HDF5 file; refusing to read it"
+    with pytest.raises(SourceRefused, match=f"^{re.escape(message)}$"):
+        reader.load(str(out), allowed_roots=[str(elsewhere)])
+
+
+def test_contiguous_dataset_ending_past_the_file_is_refused(dataset):
+    out, source, _ = dataset
+    size = os.path.getsize(source)
+    edit_manifest(out, lambda m: m["sources"][0]["references"]["x"].update(offset=size - 10))
+    message = "source ../data/src.h5: dataset /x of feature 'x' would end past the end of the file"
+    with pytest.raises(SourceRefused, match=f"^{re.escape(message)}$"):
+        reader.load(str(out))
+    # reading only other features does not check x
+    assert set(read_all(out, features=["g"])) == {"g"}
+
+
+@pytest.mark.parametrize(
+    "name, change, detail",
+    [
+        ("x", {"num_rows": -1}, "negative size or offset"),
+        ("x", {"offset": -8}, "negative size or offset"),
+        ("x", {"row_shape": [2, -3]}, "negative size or offset"),
+        ("g", {"filters": ["shuffle", "lzf"]}, "filters ['shuffle', 'lzf'] cannot be decoded"),
+        ("x", {"filters": ["gzip"]}, "filters ['gzip'] cannot be decoded"),
+        ("x", {"layout": "compact"}, "unknown layout 'compact'"),
+        ("g", {"chunk_rows": 0}, "chunk_rows must be >= 1"),
+        ("x", {"dtype": "<U4"}, "dtype <U4 cannot be referenced"),
+        ("x", {"num_rows": "many"}, "invalid literal for int()"),
+    ],
+)
+def test_malformed_references_are_manifest_errors(dataset, name, change, detail):
+    out, _, _ = dataset
+    edit_manifest(out, lambda m: m["sources"][0]["references"][name].update(change))
+    message = f"manifest in {out}: malformed source entry ("
+    with pytest.raises(ManifestError, match=f"^{re.escape(message)}.*{re.escape(detail)}"):
+        reader.load(str(out))
+
+
+def test_missing_reference_entry_is_a_manifest_error(dataset):
+    out, _, _ = dataset
+    edit_manifest(out, lambda m: m["sources"][0]["references"].pop("g"))
+    with pytest.raises(ManifestError, match=r"malformed source entry \(KeyError\('g'\)\)"):
+        reader.load(str(out))
+    assert set(read_all(out, features=["x"])) == {"x"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"storage": "mmap"}, "feature storage 'mmap' is unknown"),
+        ({"encoding": "bytes"}, "feature 'x' cannot be referenced"),
+        ({"ragged": True}, "feature 'x' cannot be referenced"),
+    ],
+)
+def test_bad_storage_flags_are_manifest_errors(dataset, change, message):
+    out, _, _ = dataset
+
+    def edit(manifest):
+        next(f for f in manifest["features"] if f["name"] == "x").update(change)
+
+    edit_manifest(out, edit)
+    with pytest.raises(ManifestError, match=f"^manifest in {re.escape(str(out))}.*{message}"):
+        reader.load(str(out))
+
+
+def test_storage_flag_errors_are_not_wrapped_twice(dataset):
+    out, _, _ = dataset
+    edit_manifest(out, lambda m: m["features"][0].update(storage="mmap"))
+    message = f"manifest in {out}: feature storage 'mmap' is unknown"
+    with pytest.raises(ManifestError, match=f"^{re.escape(message)}$"):
+        reader.load(str(out))
+
+
+# ---- hostile records, read by SpanReader directly ----------------------------------
+
+
+@pytest.fixture
+def spans(dataset):
+    """A SpanReader over the converted source, as ``reader.load`` builds it."""
+    out, source, values = dataset
+    manifest = load_manifest(str(out))
+    refs = {n: Reference.from_json(r) for n, r in manifest["sources"][0]["references"].items()}
+    size = os.path.getsize(source)
+    stored = {f["name"]: (from_stored(f["dtype"]), tuple(f["shape"])) for f in manifest["features"]}
+    files = (SourceFile("src.h5", str(source), size, refs),)
+    return SpanReader(files, stored), refs, size, source, values
+
+
+def read(span_reader, name, *, refs, count, takes=(), file_id=0):
+    """Read one record of ``count`` examples from ``(offset, size, mask)`` triples."""
+    refs = np.asarray(refs, np.int64).ravel()
+    takes = np.asarray(takes, np.int64)
+    return span_reader.read(
+        name,
+        np.array([file_id], np.int64),
+        np.array([count], np.int64),
+        refs,
+        np.array([0, refs.size], np.int64),
+        takes,
+        np.array([0, takes.size], np.int64),
+    )
+
+
+def test_well_formed_records_read_what_h5py_reads(spans):
+    span_reader, refs, _, source, values = spans
+    x = refs["x"]
+    got = read(span_reader, "x", refs=[x.offset + 2 * ROW_BYTES, 3 * ROW_BYTES, 0], count=3)
+    np.testing.assert_array_equal(got, values["x"][2:5])
+    got = read(span_reader, "x", refs=[x.offset, 4 * ROW_BYTES, 0], count=3, takes=[3, 0, 3])
+    np.testing.assert_array_equal(got, values["x"][[3, 0, 3]])
+    chunks = [(offset, size, 0) for offset, size in chunk_offsets(source, "g")]
+    got = read(span_reader, "g", refs=chunks[1:3], count=3, takes=[5, 0, 3])
+    assert got.dtype == np.dtype("=i4")
+    np.testing.assert_array_equal(got, values["g"][[9, 4, 7]])
+
+
+def hostile_records(refs, size, source):
+    """name -> (feature, record keywords, message regex) of records that must be refused."""
+    x = refs["x"]
+    first_chunk = chunk_offsets(source, "g")[0]
+    whole = 4 * ROW_BYTES + (1 << 12) + 1  # bigger than a chunk of g can be
+    where = r"feature 'x': byte range {}\+{} of src\.h5"
+    return {
+        "past_end_of_file": (
+            "x",
+            dict(refs=[size + 10, ROW_BYTES, 0], count=1),
+            where.format(size + 10, ROW_BYTES) + rf" is outside the file \({size} bytes\)",
+        ),
+        "straddles_end_of_file": (
+            "x",
+            dict(refs=[size - ROW_BYTES // 2, ROW_BYTES, 0], count=1),
+            where.format(size - ROW_BYTES // 2, ROW_BYTES) + " is outside the file",
+        ),
+        "negative_offset": (
+            "x",
+            dict(refs=[-ROW_BYTES, ROW_BYTES, 0], count=1),
+            where.format(-ROW_BYTES, ROW_BYTES) + " is outside the file",
+        ),
+        "negative_size": (
+            "x",
+            dict(refs=[x.offset, -ROW_BYTES, 0], count=1),
+            where.format(x.offset, -ROW_BYTES) + " is outside the file",
+        ),
+        "zero_size": (
+            "x",
+            dict(refs=[x.offset, 0, 0], count=1),
+            where.format(x.offset, 0) + " is outside the file",
+        ),
+        "before_the_dataset": (
+            "x",
+            dict(refs=[x.offset - ROW_BYTES, ROW_BYTES, 0], count=1),
+            where.format(x.offset - ROW_BYTES, ROW_BYTES) + " is outside dataset /x",
+        ),
+        "past_the_dataset": (
+            "x",
+            dict(refs=[x.offset + (N - 1) * ROW_BYTES, 2 * ROW_BYTES, 0], count=2),
+            where.format(x.offset + (N - 1) * ROW_BYTES, 2 * ROW_BYTES) + " is outside dataset /x",
+        ),
+        "misaligned": (
+            "x",
+            dict(refs=[x.offset + 4, ROW_BYTES, 0], count=1),
+            where.format(x.offset + 4, ROW_BYTES) + " is outside dataset /x",
+        ),
+        "not_whole_rows": (
+            "x",
+            dict(refs=[x.offset, ROW_BYTES + 4, 0], count=1),
+            where.format(x.offset, ROW_BYTES + 4) + " is not whole rows of /x",
+        ),
+        "more_rows_than_the_record": (
+            "x",
+            dict(refs=[x.offset, 3 * ROW_BYTES, 0], count=2),
+            r"feature 'x': byte range of src\.h5 is not the record's rows",
+        ),
+        "larger_than_a_chunk": (
+            "g",
+            dict(refs=[first_chunk[0], whole, 0], count=1),
+            rf"feature 'g': byte range {first_chunk[0]}\+{whole} of src\.h5 is larger "
+            r"than a chunk of /g",
+        ),
+        "take_out_of_range": (
+            "x",
+            dict(refs=[x.offset, 2 * ROW_BYTES, 0], count=2, takes=[0, 2]),
+            r"feature 'x': a record's take list does not fit its 2 decoded rows of src\.h5",
+        ),
+        "negative_take": (
+            "g",
+            dict(refs=[first_chunk[0], first_chunk[1], 0], count=2, takes=[-1, 0]),
+            r"feature 'g': a record's take list does not fit its 4 decoded rows of src\.h5",
+        ),
+        "take_shorter_than_count": (
+            "x",
+            dict(refs=[x.offset, 2 * ROW_BYTES, 0], count=3, takes=[0, 1]),
+            r"feature 'x': a record's take list does not fit",
+        ),
+        "more_examples_than_rows": (
+            "g",
+            dict(refs=[first_chunk[0], first_chunk[1], 0], count=5),
+            r"feature 'g': a record's take list does not fit its 4 decoded rows",
+        ),
+        "no_ranges": (
+            "x",
+            dict(refs=np.empty(0), count=1),
+            r"feature 'x': a record's take list does not fit its 0 decoded rows",
+        ),
+        "file_not_listed": (
+            "x",
+            dict(refs=[x.offset, ROW_BYTES, 0], count=1, file_id=1),
+            r"^feature 'x': a record names source 1, not listed$",
+        ),
+        "negative_file_id": (
+            "g",
+            dict(refs=[x.offset, ROW_BYTES, 0], count=1, file_id=-1),
+            r"^feature 'g': a record names source -1, not listed$",
+        ),
+    }
+
+
+HOSTILE = [
+    "past_end_of_file",
+    "straddles_end_of_file",
+    "negative_offset",
+    "negative_size",
+    "zero_size",
+    "before_the_dataset",
+    "past_the_dataset",
+    "misaligned",
+    "not_whole_rows",
+    "more_rows_than_the_record",
+    "larger_than_a_chunk",
+    "take_out_of_range",
+    "negative_take",
+    "take_shorter_than_count",
+    "more_examples_than_rows",
+    "no_ranges",
+    "file_not_listed",
+    "negative_file_id",
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_records_are_refused(spans, case):
+    span_reader, refs, size, source, _ = spans
+    cases = hostile_records(refs, size, source)
+    assert list(cases) == HOSTILE
+    name, record, message = cases[case]
+    # the ranges these cases need exist in this file (else they test something else)
+    x = refs["x"]
+    assert x.offset >= ROW_BYTES and x.offset + (N + 1) * ROW_BYTES <= size
+    assert chunk_offsets(source, "g")[0][0] + 4 * ROW_BYTES + (1 << 12) + 1 <= size
+    with pytest.raises(SourceRefused, match=message):
+        read(span_reader, name, **record)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"refs": [None, ROW_BYTES, 0], "count": -1},
+        {"refs": [None, ROW_BYTES, 0, 5], "count": 1},
+    ],
+    ids=["negative_count", "refs_not_triples"],
+)
+def test_malformed_record_lists_are_refused(spans, record):
+    span_reader, refs, _, _, _ = spans
+    record = dict(record, refs=[refs["x"].offset, *record["refs"][1:]])
+    with pytest.raises(SourceRefused, match="feature 'x'"):
+        read(span_reader, "x", **record)
+
+
+def test_truncated_source_is_refused(spans):
+    span_reader, refs, size, source, _ = spans
+    x = refs["x"]
+    os.truncate(source, x.offset + ROW_BYTES)  # the recorded size is still the old one
+    with pytest.raises(SourceRefused, match=r"^src\.h5 ended early \(truncated since"):
+        read(span_reader, "x", refs=[x.offset, 2 * ROW_BYTES, 0], count=2)
+
+
+def test_corrupt_gzip_chunk_does_not_inflate(spans):
+    span_reader, _, _, source, _ = spans
+    offset, size = chunk_offsets(source, "z")[1]
+    flip_byte(source, offset + size // 2, keep_mtime=True)
+    with h5py.File(source, "r") as h5, pytest.raises(OSError):
+        h5["z"][4]  # HDF5 cannot read it either
+    message = rf"^chunk at byte {offset} of /z in src\.h5: does not inflate"
+    with pytest.raises(ValueError, match=message):
+        read(span_reader, "z", refs=[offset, size, 0], count=4)
+
+
+@pytest.mark.parametrize("name", ["f", "g"])
+def test_corrupt_fletcher32_chunk_fails_its_checksum(spans, name):
+    span_reader, _, _, source, _ = spans
+    offset, size = chunk_offsets(source, name)[2]  # the last, partial chunk
+    flip_byte(source, offset + 1, keep_mtime=True)
+    message = rf"^chunk at byte {offset} of /{name} in src\.h5: fletcher32 checksum mismatch"
+    with pytest.raises(ValueError, match=message):
+        read(span_reader, name, refs=[offset, size, 0], count=2)
+
+
+@pytest.mark.parametrize(
+    "length, fill",
+    [
+        (1, None),
+        (2, None),
+        (3, None),
+        (255, None),
+        (4096, None),
+        (10_001, None),
+        ((2 << 20) + 3, None),  # more than one of fletcher32's 1 Mi-word blocks
+        (64, 0x00),
+        (65, 0x00),
+        (4097, 0xFF),  # sums that are multiples of 65535
+        (4096, 0xFF),
+    ],
+)
+def test_fletcher32_matches_hdf5(length, fill):
+    if fill is None:
+        data = np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8)
+    else:
+        data = np.full(length, fill, np.uint8)
+    with h5py.File("f32.h5", "w", driver="core", backing_store=False) as h5:
+        h5.create_dataset("d", data=data, chunks=(length,), fletcher32=True)
+        _, stored = h5["d"].id.read_direct_chunk((0,))
+    assert stored[:-4] == data.tobytes()
+    assert fletcher32(data) == int.from_bytes(stored[-4:], "little")
+
+
+# ---- hostile values through the tf.data pipeline ---------------------------------------
+
+
+def collect(out, **options) -> list:
+    return list(reader.load(str(out), **options))
+
+
+def test_hostile_reference_surfaces_when_iterating(dataset):
+    out, _, _ = dataset
+    # fewer rows than the records reference: loading passes, reading a record does not
+    edit_manifest(out, lambda m: m["sources"][0]["references"]["x"].update(num_rows=2))
+    ds = reader.load(str(out), features=["x"])
+    with pytest.raises(tf.errors.OpError, match=r"feature 'x': byte range \d+\+\d+ of "):
+        list(ds)
+    with pytest.raises(tf.errors.OpError, match=r"is outside dataset /x"):
+        collect(out, features=["x"], batch_size=4)
+
+
+def test_reference_row_shape_must_match_the_feature(dataset):
+    out, _, _ = dataset
+    edit_manifest(out, lambda m: m["sources"][0]["references"]["g"].update(row_shape=[3, 2]))
+    with pytest.raises(tf.errors.OpError, match=r"feature 'g': rows in \.\./data/src\.h5 are "):
+        collect(out, features=["g"])
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("z", "does not inflate"), ("f", "fletcher32 checksum mismatch"), ("g", "fletcher32")],
+)
+def test_corrupt_chunk_surfaces_when_iterating(dataset, name, message):
+    out, source, values = dataset
+    offset, size = chunk_offsets(source, name)[1]
+    flip_byte(source, offset + size // 2, keep_mtime=True)  # so loading does not notice
+    ds = reader.load(str(out), features=[name])
+    where = rf"chunk at byte {offset} of /{name} in \.\./data/src\.h5: {message}"
+    with pytest.raises(tf.errors.OpError, match=where):
+        list(ds)
+    # other features of the same source still read
+    assert_values(out, {"x": values["x"]}, features=["x"])
