@@ -7,8 +7,9 @@ contiguous and 16-row chunks with gzip 4 + shuffle, written once into the work d
    fresh process, for N and 5N rows (separate source files); reports the median
    seconds, the 5N/N time ratio (target <= 1.2) and the output size as a fraction of
    the source (target <= 1%).
-2. Reading, N rows, every pipeline in its own fresh process (``read_pipelines.py run``:
-   a warm-up pass, then a timed pass), alternating over ``--rounds`` rounds:
+2. Reading, ``--read-rows`` (default 5N) rows, every pipeline in its own fresh process
+   (``read_pipelines.py run``: a warm-up pass, then a timed pass), alternating over
+   ``--rounds`` rounds:
    contiguous: ``I`` (``reader.load`` of the index-mode output), ``C`` (of the
    copy-mode output) and ``D`` (in memory; the ceiling); gzip: ``I``, ``C`` and ``H``
    (h5py's own single-threaded read of the whole source into memory).
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000, help="N (default 2000 rows).")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--read-rows",
+        type=int,
+        help="Rows of the read part (default 5N: a timed pass of 2000 rows lasts 0.1 s).",
+    )
     parser.add_argument("--workdir", default=os.path.join(HERE, "_work"))
     parser.add_argument("--skip-convert", action="store_true", help="Only the read part.")
     return parser.parse_args(argv)
@@ -113,10 +119,10 @@ def run_read(layout: str, name: str, round_: int, paths: dict[str, str], rows: i
 def bench_read(args, sources: dict[tuple[str, int], str]) -> dict:
     paths = {}
     for layout in LAYOUTS:
-        source = sources[(layout, args.rows)]
+        source = sources[(layout, args.read_rows)]
         out = {"source": source}
         for mode in ("copy", "index"):
-            out[mode] = os.path.join(args.workdir, f"index_read_{layout}_{args.rows}_{mode}")
+            out[mode] = os.path.join(args.workdir, f"index_read_{layout}_{args.read_rows}_{mode}")
             log(f"converting {os.path.basename(source)} --mode {mode} ...")
             convert(source, out[mode], mode)
         paths[layout] = out
@@ -124,7 +130,7 @@ def bench_read(args, sources: dict[tuple[str, int], str]) -> dict:
     for round_ in range(args.rounds):
         for layout in LAYOUTS:
             for name in order(READS[layout], round_):
-                run = run_read(layout, name, round_, paths[layout], args.rows)
+                run = run_read(layout, name, round_, paths[layout], args.read_rows)
                 log(f"round {round_ + 1} {layout} {name}: {run.rate:,.0f} examples/s")
                 runs.append(run)
     tables = {layout: summarize(runs, layout, READS[layout]) for layout in LAYOUTS}
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     measure.become_subreaper()
-    sizes = (args.rows,) if args.skip_convert else (args.rows, 5 * args.rows)
+    args.read_rows = args.read_rows or 5 * args.rows
+    sizes = {args.read_rows} | (set() if args.skip_convert else {args.rows, 5 * args.rows})
     sources = {
         (layout, rows): ensure_source(args.workdir, rows, layout)
         for layout in LAYOUTS

@@ -27,6 +27,7 @@ tf = import_tensorflow()
 READ_BUFFER_BYTES = 1 << 20  # per open shard: one ~1 MiB record per read; 16 MiB cost 180 MB RSS
 DECODE_BYTES = 4 << 20  # at least this much decoded per call, so small rows batch up
 DEFAULT_SHUFFLE_EXAMPLES = 10_000  # record shuffle buffer, in examples
+SHUFFLE_RECORDS_PER_CALL = 4  # index mode, shuffled: records decoded (and mixed) together
 
 
 def load(
@@ -123,6 +124,10 @@ def load(
     if spans is not None:  # records hold references: size calls by the bytes decoded
         record_bytes = (k / 2) * sum(_example_bytes(f) for f in chosen)
     per_call = max(1, math.ceil((batch_size or 1) / k), int(DECODE_BYTES // record_bytes))
+    if spans is not None and shuffle:
+        # Index records hold ~8 MiB of consecutive rows: decode several random records per
+        # call so that the within-batch shuffle mixes rows from several places.
+        per_call = max(per_call, SHUFFLE_RECORDS_PER_CALL)
     examples = records.batch(per_call).map(
         decode, num_parallel_calls=parallel_calls, deterministic=deterministic
     )

@@ -59,6 +59,7 @@ class SpanReader:
         self._stored = stored  # feature -> (output dtype: little-endian, bool as uint8; shape)
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def close(self) -> None:
         with self._lock:
@@ -124,6 +125,12 @@ class SpanReader:
             if ref.layout == "contiguous" and take.size == 0 and len(pieces) == 1:
                 self._read_contiguous(file_id, name, ref, pieces[0], target)
                 continue
+            source_dtype = np.dtype(ref.dtype)
+            whole_chunks = ref.layout == "chunked" and count == len(pieces) * ref.chunk_rows
+            if whole_chunks and take.size == 0 and _same_bytes(source_dtype, target.dtype):
+                # Aligned records of whole chunks (the usual case): decode in place.
+                self._decode(file_id, name, ref, pieces, into=target.reshape(-1).view(np.uint8))
+                continue
             rows = self._decode(file_id, name, ref, pieces)
             if take.size == 0:
                 selected = rows[:count]  # the common case: rows in order
@@ -138,6 +145,13 @@ class SpanReader:
                 )
             target[...] = _to_stored(selected, target.dtype)
         return out
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """This thread's reusable buffer for raw chunk bytes (fresh pages cost here)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.size < size:
+            buffer = self._local.buffer = np.empty(size, np.uint8)
+        return buffer[:size]
 
     def _source(self, file_id: int, name: str) -> SourceFile:
         if not 0 <= file_id < len(self._sources):
@@ -183,8 +197,11 @@ class SpanReader:
         if not source_dtype.isnative and source_dtype.itemsize > 1:
             target.byteswap(inplace=True)
 
-    def _decode(self, file_id: int, name: str, ref: Reference, pieces: np.ndarray) -> np.ndarray:
-        """Read and decode byte ranges into rows of the source dtype."""
+    def _decode(
+        self, file_id: int, name: str, ref: Reference, pieces: np.ndarray, into=None
+    ) -> np.ndarray:
+        """Read and decode byte ranges into rows of the source dtype (chunks straight
+        into ``into``, a uint8 buffer of exactly their decoded size, when given)."""
         source, row_bytes = self._sources[file_id], ref.row_bytes
         if ref.layout == "contiguous":
             spans = [self._check(source, name, ref, p) for p in pieces]
@@ -195,10 +212,10 @@ class SpanReader:
                 at += size
         else:
             chunk_bytes = ref.chunk_rows * row_bytes
-            buffer = np.empty(len(pieces) * chunk_bytes, np.uint8)
+            buffer = np.empty(len(pieces) * chunk_bytes, np.uint8) if into is None else into
             for j, piece in enumerate(pieces):
                 offset, size = self._check(source, name, ref, piece)
-                raw = np.empty(size, np.uint8)
+                raw = self._scratch(size)
                 self._pread_into(file_id, offset, raw)
                 where = f"chunk at byte {offset} of {ref.dataset} in {source.name}"
                 chunk = buffer[j * chunk_bytes : (j + 1) * chunk_bytes]
@@ -308,6 +325,13 @@ def fletcher32(data: np.ndarray) -> int:
     if words.any():  # then both raw sums are nonzero
         sum1, sum2 = sum1 or _M, sum2 or _M
     return (sum2 << 16) | sum1
+
+
+def _same_bytes(source: np.dtype, stored: np.dtype) -> bool:
+    """Whether source values are already stored values, byte for byte."""
+    if source.kind == "b":
+        return stored.itemsize == 1
+    return source.itemsize == stored.itemsize and (source.isnative or source.itemsize == 1)
 
 
 def _to_stored(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
