@@ -109,7 +109,7 @@ class SpanReader:
                 f"feature {name!r}: malformed record (negative count, or byte ranges "
                 "that are not (offset, size, mask) triples)"
             )
-        out = np.empty((int(counts.sum()), *shape), dtype)
+        out = _aligned_empty((int(counts.sum()), *shape), dtype)
         position = 0
         for r in range(counts.size):
             file_id = int(file_ids[r])
@@ -325,6 +325,17 @@ def fletcher32(data: np.ndarray) -> int:
     if words.any():  # then both raw sums are nonzero
         sum1, sum2 = sum1 or _M, sum2 or _M
     return (sum2 << 16) | sum1
+
+
+_ALIGN = 64  # TensorFlow adopts a NumPy result without a copy only if it is 64-byte aligned
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``np.empty`` on a 64-byte boundary, so that ``numpy_function`` does not copy it."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _same_bytes(source: np.dtype, stored: np.dtype) -> bool:
