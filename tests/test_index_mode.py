@@ -501,6 +501,29 @@ def test_batched_reading(sources, tmp_path, drop_remainder):
         assert_same(got, by_id[name][single["id"][: len(got)]], name)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_cache_keeps_decoded_examples_not_references(tmp_path, shuffle):
+    """With ``cache=True`` later epochs come from memory: they read no source bytes."""
+    path = tmp_path / "src.h5"
+    values = np.arange(60 * 3, dtype="<f4").reshape(60, 3)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("x", data=values, chunks=(4, 3), compression="gzip")
+    out = convert_small(path, tmp_path / "out", mode="index", rows_per_record=8)
+    options = {"shuffle": True, "seed": 3} if shuffle else {}
+    epochs = iter(reader.load(out, batch_size=10, cache=True, repeat=2, **options))
+    first = np.concatenate([next(epochs)["x"].numpy() for _ in range(6)])
+    with open(path, "r+b") as handle:  # wreck the source: only the cache can serve now
+        handle.write(b"\0" * os.path.getsize(path))
+    second = np.concatenate([b["x"].numpy() for b in epochs])
+    for epoch in (first, second):
+        assert_same(epoch[np.argsort(epoch[:, 0])], values)
+    if shuffle:
+        assert not np.array_equal(first, values) and not np.array_equal(first, second)
+    else:
+        assert_same(first, values)
+        assert_same(second, values)
+
+
 # ---- auto mode's mix, --mode index's refusals ---------------------------------------
 
 
