@@ -65,8 +65,9 @@ def load(
     number of epochs (``True`` for endless). ``cache``: ``True`` for memory or a file
     path; records are cached after the first read (index mode: the decoded examples).
     ``input_context`` (a ``tf.distribute.InputContext``) or
-    ``num_workers``/``worker_index`` shard by file. ``autotune`` turns tf.data's autotuner on for the returned dataset (off by default:
-    it measured 1.5x slower on large rows here).
+    ``num_workers``/``worker_index`` shard by file. ``autotune`` turns tf.data's
+    autotuner on for the returned dataset (off by default: it measured 1.5x slower on
+    large rows here).
 
     Index-mode datasets read their referenced features straight from the HDF5 sources,
     which must be unchanged since the conversion and lie under the dataset's directory,
