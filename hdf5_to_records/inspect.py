@@ -47,12 +47,12 @@ def _walk(group: h5py.Group, path: str, depth: int, lines: list[str]) -> None:
             if not target:
                 _walk(obj, full, depth + 1, lines)
         elif isinstance(obj, h5py.Dataset):
-            lines.append(f"{pad}{key}{target}  {_describe_dataset(obj)}")
+            lines.append(f"{pad}{key}{target}  {_describe_dataset(obj, group.file.filename)}")
         else:
             lines.append(f"{pad}{key}{target}  {type(obj).__name__}")
 
 
-def _describe_dataset(ds: h5py.Dataset) -> str:
+def _describe_dataset(ds: h5py.Dataset, source: str) -> str:
     info = layout(ds)
     parts = [_dtype_name(ds.dtype), str(ds.shape), info.kind]
     if info.chunks:
@@ -66,7 +66,7 @@ def _describe_dataset(ds: h5py.Dataset) -> str:
     except Hdf5ToRecordsError as exc:
         parts.append("NOT CONVERTIBLE: " + str(exc).split(": ", 1)[-1])
         return "  ".join(parts)
-    ref = probe(ds)
+    ref = probe(ds, source)
     parts.append("index: yes" if isinstance(ref, Reference) else f"index: no ({ref})")
     return "  ".join(parts)
 

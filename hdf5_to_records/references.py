@@ -11,6 +11,7 @@ record's rows into the reference lists stored in the record.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ REF_SUFFIX = "/ref"  # int64 list: (offset, size, filter mask) per byte range
 TAKE_SUFFIX = "/take"  # int64 list: each example's row within the decoded ranges
 FILE_KEY = "__file__"  # int64: the record's source, an index into the manifest's sources
 DECODABLE_FILTERS = ("gzip", "shuffle", "fletcher32")  # what the reader decodes itself
+_DECODABLE_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32"}  # HDF5 filter ids
 GAP_BYTES = 1 << 20  # contiguous: read through gaps under 1 MiB rather than split a range
 
 Storage = Literal["copy", "reference"]
@@ -84,11 +86,14 @@ class Reference:
         return ref
 
 
-def probe(ds: h5py.Dataset) -> Reference | str:
-    """How ``ds`` can be referenced, or a short reason why it cannot.
+def probe(ds: h5py.Dataset, source: str) -> Reference | str:
+    """How ``ds`` (opened from file ``source``) can be referenced, or a short reason why
+    it cannot.
 
     Reads metadata only: the layout, filters and the number of allocated chunks.
     """
+    if not _same_file(ds.file.filename, source):
+        return f"external link into {os.path.basename(ds.file.filename)}"
     try:
         stored = stored_type(ds.dtype, where=ds.name)
     except Hdf5ToRecordsError as exc:
@@ -113,10 +118,13 @@ def probe(ds: h5py.Dataset) -> Reference | str:
         return "compact layout (stored in the object header)"
     if tuple(ds.chunks[1:]) != shape:
         return f"chunks {ds.chunks} split rows of shape {shape}"
-    filters = tuple(filter_names(ds))
-    other = [f for f in filters if f not in DECODABLE_FILTERS]
+    # By filter id: a plugin's self-chosen name cannot pass for a decodable filter.
+    ids = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    names = filter_names(ds)
+    other = [name for code, name in zip(ids, names) if code not in _DECODABLE_IDS]
     if other:
         return f"filter {other[0]!r} is not gzip, shuffle or fletcher32"
+    filters = tuple(_DECODABLE_IDS[code] for code in ids)
     expected = -(-int(ds.shape[0]) // ds.chunks[0])
     if ds.id.get_num_chunks() != expected:
         return "some chunks were never written (they read as fill values)"
@@ -129,6 +137,13 @@ def probe(ds: h5py.Dataset) -> Reference | str:
         chunk_rows=int(ds.chunks[0]),
         filters=filters,
     )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 class ChunkTable:
@@ -171,22 +186,35 @@ def encode_refs(
     if ref.layout == "chunked":
         ids, where = np.unique(unique // ref.chunk_rows, return_inverse=True)
         pieces = chunks.table[ids]
-        starts = where * ref.chunk_rows
-        take = starts + unique % ref.chunk_rows
+        take = where * ref.chunk_rows + unique % ref.chunk_rows
         return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
-    gap_rows = max(1, GAP_BYTES // max(1, ref.row_bytes))
-    breaks = np.flatnonzero(np.diff(unique) > gap_rows) + 1
-    firsts = unique[np.concatenate([[0], breaks])]
-    lasts = unique[np.concatenate([breaks - 1, [unique.size - 1]])]
-    lengths = lasts - firsts + 1
+    firsts, lengths, group = _ranges(ref, unique)
     base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    group = np.repeat(np.arange(firsts.size), np.diff(np.concatenate([[0], breaks, [unique.size]])))
     take = base[group] + unique - firsts[group]
     pieces = np.stack(
         [ref.offset + firsts * ref.row_bytes, lengths * ref.row_bytes, np.zeros_like(firsts)],
         axis=1,
     )
     return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
+
+
+def read_bytes(ref: Reference, rows: np.ndarray) -> int:
+    """Decoded bytes the reader reads for ``rows`` (all read-through gaps included)."""
+    unique = np.unique(rows)
+    if ref.layout == "chunked":
+        return np.unique(unique // ref.chunk_rows).size * ref.chunk_rows * ref.row_bytes
+    return int(_ranges(ref, unique)[1].sum()) * ref.row_bytes
+
+
+def _ranges(ref: Reference, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contiguous ranges covering sorted rows ``unique``: first rows, lengths, and the
+    range of each row. A gap under ``GAP_BYTES`` is read through rather than split."""
+    gap_rows = max(1, GAP_BYTES // max(1, ref.row_bytes))
+    breaks = np.flatnonzero(np.diff(unique) > gap_rows) + 1
+    firsts = unique[np.concatenate([[0], breaks])]
+    lasts = unique[np.concatenate([breaks - 1, [unique.size - 1]])]
+    group = np.repeat(np.arange(firsts.size), np.diff(np.concatenate([[0], breaks, [unique.size]])))
+    return firsts, lasts - firsts + 1, group
 
 
 def _take_list(take: np.ndarray) -> list[int]:

@@ -155,7 +155,7 @@ def _scan_rows(config: ConvertConfig, paths: list[str], row_spec: RowSpec | None
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
                 lengths[spec.path] = ds.shape[0]
                 if config.mode != "copy":
-                    refs[spec.name] = probe(ds)
+                    refs[spec.name] = probe(ds, path)
                 chunk_bytes = _chunk_bytes(ds)
                 if chunk_bytes > biggest_chunk:
                     biggest_chunk, chunk_rows = chunk_bytes, layout(ds).chunk_rows

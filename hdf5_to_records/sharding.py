@@ -15,6 +15,7 @@ MAX_RECORD_BYTES = (2 << 30) - (64 << 20)  # protobuf parsers refuse messages >=
 # 16-row chunks, records of 16 / 32 / 64 / 128 rows: 7.4k / 7.3-8.6k / 8.3-10k / 9.2-9.6k;
 # contiguous, 16 / 27 / 54 / 108 rows: 18k / 21-29k / 22-32k / 26-30k.
 SPAN_BYTES = 8 << 20
+MAX_READ_BYTES = 4 * SPAN_BYTES  # index mode: most bytes one record makes the reader decode
 
 
 def shard_bounds(num_examples: int, num_shards: int) -> list[tuple[int, int]]:

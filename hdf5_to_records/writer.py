@@ -22,9 +22,16 @@ from .errors import Hdf5ToRecordsError, OutputError
 from .naming import temp_name
 from .plan import ShardSpec
 from .reading import Column, ShardReader
-from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX, Reference, encode_refs
+from .references import (
+    FILE_KEY,
+    REF_SUFFIX,
+    TAKE_SUFFIX,
+    Reference,
+    encode_refs,
+    read_bytes,
+)
 from .schema import FeatureSchema, SourceSet, merge_shapes
-from .sharding import record_sizes
+from .sharding import MAX_READ_BYTES, record_sizes
 from .sink import BackgroundSink
 from .transform import apply_transform, check_output, example_for_transform, load_transform
 
@@ -96,8 +103,7 @@ def write_shard(
             try:
                 referenced, copied = job.referenced, job.copied
                 if referenced:
-                    align = [max(1, f.chunk_rows) for f in job.sources.files]
-                    sizes = record_sizes(spec.file_ids, spec.rows, job.record_target, align)
+                    sizes = _record_sizes(job, spec)
                     blocker = Blocker(iter(sizes))
                 else:
                     sizes, blocker = [], Blocker(itertools.repeat(job.rows_per_record))
@@ -159,6 +165,31 @@ def write_shard(
     return ShardResult(
         spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
     )
+
+
+def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
+    """Index-mode records: ~``record_target`` examples each, cut at the chunk starts of
+    the referenced data, and split further until no record reads more than
+    ``MAX_READ_BYTES`` (sparse rows read through gaps; shuffled rows whole chunks)."""
+    align = [
+        max([r.chunk_rows for r in refs.values() if r.layout == "chunked"], default=1)
+        for refs in job.refs
+    ]
+    sizes = record_sizes(spec.file_ids, spec.rows, job.record_target, align)
+
+    def bounded(a: int, b: int) -> list[int]:
+        refs = job.refs[int(spec.file_ids[a])]
+        rows = spec.rows[a:b]
+        if b - a > 1 and any(read_bytes(r, rows) > MAX_READ_BYTES for r in refs.values()):
+            middle = (a + b) // 2
+            return bounded(a, middle) + bounded(middle, b)
+        return [b - a]
+
+    out, start = [], 0
+    for size in sizes:
+        out += bounded(start, start + size)
+        start += size
+    return out
 
 
 def _reference_lists(

@@ -25,7 +25,7 @@ import reader
 from hdf5_to_records.cli import main
 from hdf5_to_records.errors import NotReferenceable
 
-from records import convert_small, load_manifest
+from records import convert_small, load_manifest, tf
 
 N = 23  # rows per dataset: no chunk size used here divides it, so last chunks are partial
 
@@ -522,6 +522,30 @@ def test_cache_keeps_decoded_examples_not_references(tmp_path, shuffle):
     else:
         assert_same(first, values)
         assert_same(second, values)
+
+
+def test_records_never_read_more_than_the_cap(tmp_path, monkeypatch):
+    """Sparse small rows are read through their gaps, but a record is split before its
+    byte ranges add up to more than MAX_READ_BYTES."""
+    monkeypatch.setattr("hdf5_to_records.writer.MAX_READ_BYTES", 64 << 10)
+    path = tmp_path / "src.h5"
+    values = np.arange(100_000, dtype="<i4")
+    with h5py.File(path, "w") as h5:
+        h5["x"] = values
+        h5.create_dataset("z", data=values, chunks=(1000,), compression="gzip")
+    out = convert_small(path, tmp_path / "out", mode="index", rows="::997")
+    manifest = load_manifest(out)
+    for shard in manifest["splits"]["train"]["shards"]:
+        for raw in tf.data.TFRecordDataset(os.path.join(out, shard["file"])):
+            fmap = tf.train.Example.FromString(raw.numpy()).features.feature
+            ranges = np.array(fmap["x/ref"].int64_list.value).reshape(-1, 3)
+            chunks = np.array(fmap["z/ref"].int64_list.value).reshape(-1, 3)
+            count = fmap["__rows__"].int64_list.value[0]
+            assert ranges[:, 1].sum() <= 64 << 10 or count == 1
+            assert len(chunks) * 4000 <= 64 << 10 or count == 1
+    got = read_all(out)
+    assert_same(got["x"], values[::997])
+    assert_same(got["z"], values[::997])
 
 
 # ---- auto mode's mix, --mode index's refusals ---------------------------------------

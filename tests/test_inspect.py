@@ -61,7 +61,7 @@ def test_describe_file_lists_every_object(sample):
         "  count  int64  ()  contiguous  scalar  index: no (scalar dataset)",
         "  dangling -> /nowhere  (broken link)",
         "  ext -> other.h5:/x  big-endian int32  (6, 2)  compact  "
-        "index: no (compact layout (stored in the object header))",
+        "index: no (external link into other.h5)",
         "  ext_missing -> missing.h5:/x  (broken link)",
         "  flag  bool  (2,)  contiguous  index: yes",
         "  packed  big-endian int16  (10, 3)  chunked  chunks (5, 3)  "

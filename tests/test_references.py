@@ -35,7 +35,7 @@ _GZ = {"chunks": (3, 4), "compression": "gzip", "shuffle": True, "fletcher32": T
 )
 def test_probe_layouts(h5, kwargs, expected, filters):
     ds = h5.create_dataset("x", data=np.arange(40, dtype=">i4").reshape(10, 4), **kwargs)
-    ref = probe(ds)
+    ref = probe(ds, ds.file.filename)
     if filters is None:
         assert isinstance(ref, str) and expected in ref
         return
@@ -53,10 +53,23 @@ def test_probe_refuses_what_has_no_bytes_of_its_own(h5):
     sparse = h5.create_dataset("sparse", shape=(8, 2), dtype="f4", chunks=(2, 2))
     sparse[0] = 1
     h5["scalar"] = 3
-    assert probe(h5["text"]) == "strings are stored by value"
-    assert probe(h5["unwritten"]).startswith("never written")
-    assert probe(h5["sparse"]).startswith("some chunks were never written")
-    assert probe(h5["scalar"]) == "scalar dataset"
+    assert probe(h5["text"], h5.filename) == "strings are stored by value"
+    assert probe(h5["unwritten"], h5.filename).startswith("never written")
+    assert probe(h5["sparse"], h5.filename).startswith("some chunks were never written")
+    assert probe(h5["scalar"], h5.filename) == "scalar dataset"
+
+
+def test_probe_refuses_external_links(tmp_path):
+    """An external link's bytes live in another file than the one the manifest lists."""
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other["x"] = np.arange(8.0)
+    with h5py.File(tmp_path / "main.h5", "w") as main:
+        main["x"] = h5py.ExternalLink("other.h5", "/x")
+        main["y"] = np.arange(8.0)
+        main["alias"] = h5py.SoftLink("/y")
+    with h5py.File(tmp_path / "main.h5", "r") as main:
+        assert probe(main["x"], main.filename) == "external link into other.h5"
+        assert probe(main["alias"], main.filename).layout == "contiguous"
 
 
 def test_chunk_table_matches_hdf5_chunk_index(h5):
