@@ -129,8 +129,9 @@ def _reference_path(path: str, output: str) -> str:
     """A source path as index-mode manifests store it: relative to the output directory
     (so the two can move together), absolute when the output is a URL."""
     if fs.is_url(output):
-        return os.path.abspath(path)
-    return os.path.relpath(os.path.abspath(path), os.path.abspath(output))
+        return os.path.realpath(path)
+    # Real paths on both sides: the reader resolves symlinks in the output path too.
+    return os.path.relpath(os.path.realpath(path), os.path.realpath(output))
 
 
 def write_manifest(output: str, manifest: dict[str, Any]) -> str:

@@ -117,11 +117,14 @@ def build_plan(
     example_bytes = max(1, sum(f.example_bytes() for f in features))
     rows_per_record = config.rows_per_record or choose_rows_per_record(example_bytes)
     record_target = rows_per_record
+    stored_bytes = example_bytes
     if any(f.storage == "reference" for f in features):
         # Records hold references; each one is read and decoded as one span.
         record_target = config.rows_per_record or max(1, sharding.SPAN_BYTES // example_bytes)
         rows_per_record = 2 * record_target  # the most a record holds (see record_sizes)
-        example_bytes = _REF_EXAMPLE_BYTES + sum(
+        # Shards are sized by the data they hold or reference (readers and workers get
+        # as many as in copy mode); the disk estimate counts what is written.
+        stored_bytes = _REF_EXAMPLE_BYTES + sum(
             f.example_bytes() for f in features if f.storage == "copy"
         )
     template = ShardedFileTemplate(config.dataset_name)
@@ -161,7 +164,7 @@ def build_plan(
                     ids,
                     sel,
                     -(-(b - a) // record_target),
-                    (b - a) * example_bytes,
+                    (b - a) * stored_bytes,
                     digest.hexdigest(),
                 )
             )

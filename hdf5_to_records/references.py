@@ -76,6 +76,8 @@ class Reference:
             raise ValueError(f"unknown layout {ref.layout!r}")
         if ref.num_rows < 0 or ref.offset < 0 or any(d < 0 for d in ref.row_shape):
             raise ValueError("negative size or offset")
+        if ref.row_bytes == 0:
+            raise ValueError("rows of zero bytes are never referenced")
         if ref.layout == "chunked" and ref.chunk_rows < 1:
             raise ValueError("chunk_rows must be >= 1")
         unknown = set(ref.filters) - set(DECODABLE_FILTERS)

@@ -128,7 +128,7 @@ def load(
         1, sum(_records(s, k) for s in shards)
     )
     if spans is not None:  # records hold references: size calls by the bytes decoded
-        record_bytes = (k / 2) * sum(_example_bytes(f) for f in chosen)
+        record_bytes = max(1.0, (k / 2) * sum(_example_bytes(f) for f in chosen))
     per_call = max(1, math.ceil((batch_size or 1) / k), int(DECODE_BYTES // record_bytes))
     if spans is not None and shuffle:
         # Index records hold ~8 MiB of consecutive rows: decode several random records per
@@ -188,7 +188,7 @@ def _span_reader(spec, chosen, allowed_roots) -> SpanReader | None:
         spec.directory, list(spec.sources), spec.source_roots, names, allowed_roots=allowed_roots
     )
     stored = {f.name: (from_stored(f.dtype), tuple(f.shape)) for f in referenced}
-    return SpanReader(sources, stored)
+    return SpanReader(sources, stored, spec.rows_per_record)
 
 
 def _records(shard, k: int) -> int:

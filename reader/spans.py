@@ -16,6 +16,8 @@ and inside the referenced dataset (contiguous) or no larger than a chunk can be
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import sys
 import threading
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdf5_to_records.errors import SourceRefused
+from hdf5_to_records.errors import SourceChanged, SourceRefused
 from hdf5_to_records.references import Reference
 
 try:  # libdeflate: 2.4 GB/s on HDF5 gzip chunks here, against zlib's 0.77 GB/s
@@ -36,34 +38,40 @@ except ImportError:  # pragma: no cover - deflate is a dependency; zlib is the f
         return zlib.decompress(data, bufsize=max(size, 1))
 
 
-_CHUNK_SLACK = 1 << 12  # a chunk whose data does not compress grows a little
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+MAX_OPEN_FILES = 128  # source files kept open at once (per SpanReader)
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One checked source of an index-mode dataset: its real path and size."""
+    """One checked source of an index-mode dataset: its real path, size and identity."""
 
     name: str  # as the manifest lists it, for messages
     path: str
     size: int
     refs: dict[str, Reference]  # feature name -> where its rows are
+    identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) when it was checked
 
 
 class SpanReader:
     """Decodes referenced features for batches of records; safe to call from threads."""
 
     def __init__(
-        self, sources: tuple[SourceFile, ...], stored: dict[str, tuple[np.dtype, tuple[int, ...]]]
+        self,
+        sources: tuple[SourceFile, ...],
+        stored: dict[str, tuple[np.dtype, tuple[int, ...]]],
+        max_rows: int,
     ):
         self._sources = sources
+        self._max_rows = max_rows  # the most examples a record holds (rows_per_record)
         self._stored = stored  # feature -> (output dtype: little-endian, bool as uint8; shape)
-        self._fds: dict[int, int] = {}
+        self._fds: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._local = threading.local()
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
+            for fd, _users in self._fds.values():
                 os.close(fd)
             self._fds.clear()
 
@@ -73,13 +81,40 @@ class SpanReader:
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
-    def _fd(self, file_id: int) -> int:
-        fd = self._fds.get(file_id)
-        if fd is None:
+    @contextlib.contextmanager
+    def _open(self, file_id: int):
+        """A descriptor of source ``file_id`` for the duration of a read.
+
+        At most ``MAX_OPEN_FILES`` stay open (least recently used closed first, never one
+        in use). A file opened again must still be the file checked at ``load``.
+        """
+        with self._lock:
+            entry = self._fds.get(file_id)
+            if entry is None:
+                entry = self._fds[file_id] = [self._open_checked(file_id), 0]
+            self._fds.move_to_end(file_id)
+            entry[1] += 1
+            idle = [k for k, (_, users) in self._fds.items() if users == 0]
+            for key in idle[: max(0, len(self._fds) - MAX_OPEN_FILES)]:
+                os.close(self._fds.pop(key)[0])
+        try:
+            yield entry[0]
+        finally:
             with self._lock:
-                fd = self._fds.get(file_id)
-                if fd is None:
-                    fd = self._fds[file_id] = os.open(self._sources[file_id].path, os.O_RDONLY)
+                entry[1] -= 1
+
+    def _open_checked(self, file_id: int) -> int:
+        source = self._sources[file_id]
+        try:
+            fd = os.open(source.path, OPEN_FLAGS)
+        except OSError as exc:
+            raise SourceChanged(f"source {source.name} cannot be opened: {exc.strerror}") from None
+        stat = os.fstat(fd)
+        if source.identity != (0, 0) and (
+            (stat.st_dev, stat.st_ino) != source.identity or stat.st_size != source.size
+        ):
+            os.close(fd)
+            raise SourceChanged(f"source {source.name} was replaced since reader.load checked it")
         return fd
 
     def read(
@@ -104,10 +139,10 @@ class SpanReader:
             ValueError: bytes that do not decode (corrupt chunk, checksum mismatch).
         """
         dtype, shape = self._stored[name]
-        if (counts < 0).any() or refs.size % 3:
+        if (counts < 0).any() or (counts > self._max_rows).any() or refs.size % 3:
             raise SourceRefused(
-                f"feature {name!r}: malformed record (negative count, or byte ranges "
-                "that are not (offset, size, mask) triples)"
+                f"feature {name!r}: malformed record (a count outside 0..{self._max_rows}, "
+                "or byte ranges that are not (offset, size, mask) triples)"
             )
         out = _aligned_empty((int(counts.sum()), *shape), dtype)
         position = 0
@@ -169,19 +204,20 @@ class SpanReader:
                 raise SourceRefused(f"{where} is outside dataset {ref.dataset}")
             if size % ref.row_bytes:
                 raise SourceRefused(f"{where} is not whole rows of {ref.dataset}")
-        elif size > ref.chunk_rows * ref.row_bytes + _CHUNK_SLACK:
+        elif size > _max_chunk_bytes(ref):
             raise SourceRefused(f"{where} is larger than a chunk of {ref.dataset}")
         return offset, size
 
     def _pread_into(self, file_id: int, offset: int, buffer: np.ndarray) -> None:
         view = memoryview(buffer.reshape(-1).view(np.uint8))
-        fd, done = self._fd(file_id), 0
-        while done < view.nbytes:
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n == 0:
-                name = self._sources[file_id].name
-                raise SourceRefused(f"{name} ended early (truncated since conversion?)")
-            done += n
+        done = 0
+        with self._open(file_id) as fd:
+            while done < view.nbytes:
+                n = os.preadv(fd, [view[done:]], offset + done)
+                if n == 0:
+                    name = self._sources[file_id].name
+                    raise SourceRefused(f"{name} ended early (truncated since conversion?)")
+                done += n
 
     def _read_contiguous(self, file_id, name, ref, piece, target: np.ndarray) -> None:
         source = self._sources[file_id]
@@ -222,6 +258,15 @@ class SpanReader:
                 undo_filters(raw, ref, int(piece[2]), where, chunk)
         dtype = np.dtype(ref.dtype)
         return buffer.view(dtype).reshape(-1, *ref.row_shape)
+
+
+def _max_chunk_bytes(ref: Reference) -> int:
+    """The most bytes a stored chunk can take: deflate's worst case over incompressible
+    data (HDF5 stores 8-32 MiB random chunks 2.5-10 KB larger) plus fletcher32's 4."""
+    raw = ref.chunk_rows * ref.row_bytes
+    if "gzip" in ref.filters:
+        raw += raw // 4096 + raw // 16384 + 64
+    return raw + 4 * ref.filters.count("fletcher32")
 
 
 def undo_filters(raw: np.ndarray, ref: Reference, mask: int, where: str, out: np.ndarray) -> None:
@@ -265,6 +310,8 @@ def undo_filters(raw: np.ndarray, ref: Reference, mask: int, where: str, out: np
             data = dest
         if size is not None and data.size != size:
             raise ValueError(f"{where}: {name} decodes to {data.size} bytes, not {size}")
+    if data.size != out.size:  # e.g. an unfiltered chunk of the wrong size
+        raise ValueError(f"{where}: holds {data.size} bytes, not a chunk's {out.size}")
     if data is not out:
         out[...] = data
 

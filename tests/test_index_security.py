@@ -340,7 +340,7 @@ def spans(dataset):
     size = os.path.getsize(source)
     stored = {f["name"]: (from_stored(f["dtype"]), tuple(f["shape"])) for f in manifest["features"]}
     files = (SourceFile("src.h5", str(source), size, refs),)
-    return SpanReader(files, stored), refs, size, source, values
+    return SpanReader(files, stored, 1000), refs, size, source, values
 
 
 def read(span_reader, name, *, refs, count, takes=(), file_id=0):
