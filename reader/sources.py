@@ -18,6 +18,7 @@ import logging
 import os
 import struct
 from collections.abc import Sequence
+from stat import S_ISREG
 
 from hdf5_to_records.errors import (
     Hdf5ToRecordsError,
@@ -110,6 +111,8 @@ def _check_file(
         raise SourceUnreadable(f"source {listed} cannot be opened: {exc.strerror}") from None
     try:
         stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            raise SourceRefused(f"source {listed} is not a regular file")
         if stat.st_size != size:
             raise SourceChanged(
                 f"source {listed} changed since the conversion: {stat.st_size} bytes, "
@@ -143,15 +146,17 @@ def _check_hdf5(fd: int, size: int, listed: str) -> None:
     while offset < min(size, 1 << 30):
         head = os.pread(fd, 64, offset)
         if head[:8] == HDF5_SIGNATURE:
-            if _superblock_end(head, offset) == size:
+            if size in _superblock_ends(head, offset):
                 return
             break
         offset = 512 if offset == 0 else offset * 2
     raise SourceRefused(f"source {listed} is not an HDF5 file; refusing to read it")
 
 
-def _superblock_end(head: bytes, offset: int) -> int | None:
-    """The absolute end-of-file address a superblock records, if it parses."""
+def _superblock_ends(head: bytes, offset: int) -> tuple[int, ...]:
+    """Where a superblock at ``offset`` says the file ends, if it parses: its end-of-file
+    address, also taken relative to the base address (HDF5 writes it absolute, with a
+    user block included)."""
     version = head[8] if len(head) > 8 else None
     if version in (0, 1):
         width = head[13] if len(head) > 13 else 0
@@ -160,10 +165,10 @@ def _superblock_end(head: bytes, offset: int) -> int | None:
         width = head[9] if len(head) > 9 else 0
         start = 12
     else:
-        return None
+        return ()
     if width not in (2, 4, 8) or len(head) < start + 3 * width:
-        return None
+        return ()
     fmt = {2: "<H", 4: "<I", 8: "<Q"}[width]
     base = struct.unpack_from(fmt, head, start)[0]
     eof = struct.unpack_from(fmt, head, start + 2 * width)[0]
-    return base + eof if base == offset else None
+    return (eof, base + eof) if base == offset else ()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 
 import h5py
 import numpy as np
@@ -20,7 +21,12 @@ import pytest
 
 import reader
 from hdf5_to_records.dtypes import from_stored
-from hdf5_to_records.errors import ManifestError, SourceChanged, SourceNotFound, SourceRefused
+from hdf5_to_records.errors import (
+    ManifestError,
+    SourceChanged,
+    SourceNotFound,
+    SourceRefused,
+)
 from hdf5_to_records.references import Reference
 from reader.spans import SourceFile, SpanReader, fletcher32
 
@@ -619,3 +625,112 @@ def test_corrupt_chunk_surfaces_when_iterating(dataset, name, message):
         list(ds)
     # other features of the same source still read
     assert_values(out, {"x": values["x"]}, features=["x"])
+
+
+# ---- review findings: swaps after load, archives, open files, big chunks, paths ------
+
+
+def test_source_swapped_for_a_symlink_after_load_is_refused(dataset, tmp_path):
+    """The file read is the file checked at load: a same-size secret swapped in later
+    (here through a symlink) is refused, never served."""
+    out, source, _ = dataset
+    ds = reader.load(str(out))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"K" * os.path.getsize(source))
+    os.replace(source, tmp_path / "moved.h5")
+    os.symlink(secret, source)
+    with pytest.raises(
+        tf.errors.OpError, match="was replaced since reader.load checked it|cannot be opened"
+    ):
+        list(ds)
+
+
+def test_source_replaced_by_another_file_after_load_is_refused(dataset, tmp_path):
+    out, source, _ = dataset
+    ds = reader.load(str(out))
+    copy = tmp_path / "copy.h5"
+    shutil.copy2(source, copy)
+    os.replace(copy, source)  # same bytes, another inode
+    with pytest.raises(tf.errors.OpError, match="was replaced since reader.load checked it"):
+        list(ds)
+
+
+def test_archive_embedding_an_hdf5_file_is_refused(dataset, tmp_path):
+    """A tar whose first member is the source has the HDF5 signature at byte 512."""
+    out, source, _ = dataset
+    archive = tmp_path / "out" / "bundle.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(source, arcname="src.h5")
+    with open(archive, "rb") as handle:
+        assert handle.read()[512:520] == b"\x89HDF\r\n\x1a\n"
+    stat = os.stat(archive)
+    point_at(out, "bundle.tar", size=stat.st_size, mtime=stat.st_mtime)
+    with pytest.raises(SourceRefused, match="bundle.tar is not an HDF5 file"):
+        reader.load(str(out))
+
+
+def test_hdf5_file_with_a_user_block_is_accepted(tmp_path):
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=1024) as h5:
+        h5["x"] = np.arange(12.0).reshape(6, 2)
+    out = convert_small(path, tmp_path / "out", mode="index")
+    np.testing.assert_array_equal(read_all(out)["x"], np.arange(12.0).reshape(6, 2))
+
+
+def test_many_sources_with_few_open_files(tmp_path, monkeypatch):
+    """More sources than the open-file budget: descriptors are recycled, values right."""
+    monkeypatch.setattr("reader.spans.MAX_OPEN_FILES", 2)
+    for i in range(6):
+        with h5py.File(tmp_path / f"s{i}.h5", "w") as h5:
+            h5.create_dataset("x", data=np.arange(8.0) + 100 * i, chunks=(3,), compression=1)
+    out = convert_small(str(tmp_path / "s*.h5"), tmp_path / "out", mode="index")
+    ds = reader.load(out, num_parallel_calls=2)
+    got = np.sort(np.concatenate([e["x"].numpy().ravel() for e in ds]))
+    np.testing.assert_array_equal(
+        got, np.sort(np.concatenate([np.arange(8.0) + 100 * i for i in range(6)]))
+    )
+
+
+def test_incompressible_gzip_chunks_read_back(tmp_path):
+    """Deflate stores random data a little larger than the chunk itself."""
+    path = tmp_path / "random.h5"
+    values = np.random.default_rng(0).integers(0, 256, (4, 1 << 20), dtype=np.uint8)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset(
+            "x", data=values, chunks=(4, 1 << 20), compression="gzip", fletcher32=True
+        )
+        assert h5["x"].id.get_chunk_info(0).size > values.nbytes
+    out = convert_small(path, tmp_path / "out", mode="index")
+    np.testing.assert_array_equal(read_all(out)["x"], values)
+
+
+def test_output_reached_through_a_symlink(tmp_path):
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    os.symlink(tmp_path / "real" / "deep", tmp_path / "home" / "out")
+    source = tmp_path / "real" / "src.h5"
+    values = write_source(source)
+    out = convert_small(source, tmp_path / "home" / "out", mode="index")
+    assert load_manifest(out)["sources"][0]["path"] == "../src.h5"
+    assert_values(out, values)
+
+
+def test_file_url_datasets_resolve_against_their_directory(dataset, monkeypatch, tmp_path):
+    out, _, values = dataset
+    monkeypatch.chdir(tmp_path / "data")  # relative paths must not follow the cwd
+    assert_values(f"file://{out}", values)
+
+
+def test_zero_size_rows_in_a_reference_are_a_manifest_error(dataset):
+    out, _, _ = dataset
+    edit_manifest(out, lambda m: m["sources"][0]["references"]["x"].update(row_shape=[0, 3]))
+    with pytest.raises(ManifestError, match="zero bytes"):
+        reader.load(str(out))
+
+
+def test_source_that_is_a_directory_is_a_clean_error(dataset, tmp_path):
+    out, _, _ = dataset
+    (out / "adir").mkdir()
+    point_at(out, "adir")
+    with pytest.raises(SourceRefused, match="adir is not a regular file"):
+        reader.load(str(out))
