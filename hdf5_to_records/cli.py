@@ -39,6 +39,16 @@ class _Main(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class _Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM: exit 128 + the signal number, the shell convention."""
+
+    exit_code = 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
 def _debug_option(func):
     return click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(func)
 
@@ -57,10 +67,12 @@ def _errors(debug: bool):
         if isinstance(exc, UsageError):
             raise click.UsageError(message) from None
         raise click.ClickException(message) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        raise click.ClickException("interrupted; rerun with --resume to continue") from None
+        interrupted = _Interrupted("interrupted; rerun with --resume to continue")
+        interrupted.exit_code = 143 if isinstance(exc, _Terminated) else 130
+        raise interrupted from None
     except (click.ClickException, click.exceptions.Exit):
         raise
     except Exception as exc:
@@ -204,7 +216,7 @@ def _sigterm_as_interrupt():
     files removed, the resume state saved."""
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise _Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)

@@ -13,8 +13,20 @@ from hdf5_to_records.errors import (
     UsageError,
 )
 
-from .pipeline import load
-from .spec import DatasetSpec, load_spec
+
+def __getattr__(name: str):
+    """``load``, ``load_spec`` and ``DatasetSpec`` import TensorFlow: only on first use,
+    so that ``hdf5-to-records verify`` and ``reader.spans`` start without it."""
+    if name == "load":
+        from .pipeline import load
+
+        return load
+    if name in ("load_spec", "DatasetSpec"):
+        from . import spec
+
+        return getattr(spec, name)
+    raise AttributeError(f"module 'reader' has no attribute {name!r}")
+
 
 __all__ = [
     "load",
