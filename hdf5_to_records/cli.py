@@ -9,6 +9,7 @@ so ``--help`` stays as fast as importing click.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -353,3 +354,58 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
             f"{result.batches_per_s:,.1f} batches/s "
             f"({result.cpu_seconds / max(result.examples, 1) * 1e6:.1f} CPU-us per example)"
         )
+
+
+@main.command()
+@click.argument("directory")
+@click.option("--deep", is_flag=True, help="Also compare every value with the HDF5 sources.")
+@click.option(
+    "--sample",
+    type=float,
+    metavar="FRACTION",
+    help="Compare the values of this random fraction of the records with the sources.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_debug_option
+def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debug: bool) -> None:
+    """Check DIRECTORY: manifest, shards (size, sha256, framing, counts, decoding) and,
+    in index mode, the sources; exit 0 if all holds, 1 if anything is wrong."""
+    if deep and sample is not None:
+        raise click.UsageError("--deep and --sample are mutually exclusive")
+    if sample is not None and not 0.0 < sample <= 1.0:
+        raise click.UsageError(f"--sample must be in (0, 1], got {sample}")
+    with _errors(debug):
+        from tqdm import tqdm
+
+        from .verify import verify as run_verify
+
+        with tqdm(
+            unit="B", unit_scale=True, desc="verifying", disable=None, file=sys.stderr
+        ) as bar:
+            report = run_verify(directory, deep=deep, sample=sample, progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"PROBLEM {problem}")
+        compared = f", values of {report.compared} record(s) compared" if deep or sample else ""
+        click.echo(
+            f"{'OK' if report.ok else 'FAILED'}: {directory}: {report.shards} shard(s), "
+            f"{report.records} records, {report.examples} examples, "
+            f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s "
+            f"({report.mb_per_s:,.0f} MB/s){compared}"
+            + (f"; {len(report.problems)} problem(s)" if report.problems else "")
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("directory")
+@_debug_option
+def info(directory: str, debug: bool) -> None:
+    """Describe DIRECTORY: splits, counts, sizes, features, sources and settings."""
+    with _errors(debug):
+        from .summary import describe
+
+        for line in describe(directory):
+            click.echo(line)

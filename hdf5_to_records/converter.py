@@ -59,6 +59,7 @@ def convert(
         prestart(config.output, config.workers)
     sources = scan_sources(config)
     sources = choose_storage(config, sources)
+    _warn_shuffled_chunks(config, sources)
     features = _output_schema(config, sources)
     plan = build_plan(config, sources, features)
     if dry_run:
@@ -142,26 +143,30 @@ def choose_storage(config: ConvertConfig, sources: SourceSet) -> SourceSet:
         )
     for name, reason in why.items():
         log.warning("--mode auto: copying feature %r: %s", name, reason)
-    chunked = max(
-        (
-            ref.chunk_rows
-            for f in sources.files
-            for ref in f.refs.values()
-            if isinstance(ref, Reference)
-        ),
-        default=0,
-    )
-    if config.shuffle and chunked > 1 and len(why) < len(sources.features):
-        log.warning(
-            "--shuffle with referenced chunked data: reading decodes a whole chunk (up to "
-            "%d rows) per example; shuffle in reader.load instead for full speed",
-            chunked,
-        )
     features = tuple(
         f if f.name in why else dataclasses.replace(f, storage="reference")
         for f in sources.features
     )
     return dataclasses.replace(sources, features=features)
+
+
+def _warn_shuffled_chunks(config: ConvertConfig, sources: SourceSet) -> None:
+    referenced = {f.name for f in sources.features if f.storage == "reference"}
+    chunked = max(
+        (
+            ref.chunk_rows
+            for f in sources.files
+            for name, ref in f.refs.items()
+            if name in referenced and isinstance(ref, Reference)
+        ),
+        default=0,
+    )
+    if config.shuffle and chunked > 1:
+        log.warning(
+            "--shuffle with referenced chunked data: reading decodes a whole chunk (up to "
+            "%d rows) per example; shuffle in reader.load instead for full speed",
+            chunked,
+        )
 
 
 def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSchema, ...]:

@@ -228,9 +228,9 @@ def record_framing(pieces: list[Piece]) -> tuple[bytes, bytes]:
     crc = 0
     for piece in pieces:
         crc = crc32c(piece, crc)
-    prefix = header + struct.pack("<I", _mask(crc32c(header)))
-    return prefix, struct.pack("<I", _mask(crc))
+    prefix = header + struct.pack("<I", mask_crc(crc32c(header)))
+    return prefix, struct.pack("<I", mask_crc(crc))
 
 
-def _mask(crc: int) -> int:
+def mask_crc(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
