@@ -17,9 +17,11 @@ demo: $(VENV)/.installed
 	$(PY) -m hdf5_to_records.samples $(DEMO_DIR)/sample.h5 --rows 300
 	$(CLI) inspect $(DEMO_DIR)/sample.h5
 	$(CLI) convert --config configs/demo.yaml --overwrite
+	$(CLI) verify $(DEMO_DIR)/records --deep
 	$(CLI) info $(DEMO_DIR)/records
 	$(CLI) bench $(DEMO_DIR)/records --split train --batch-size 32 --epochs 3
 	$(CLI) convert --config configs/demo.yaml --mode index --no-shuffle --output $(DEMO_DIR)/index --overwrite
+	$(CLI) verify $(DEMO_DIR)/index --deep
 	$(CLI) info $(DEMO_DIR)/index
 	$(CLI) bench $(DEMO_DIR)/index --split train --batch-size 32 --epochs 3
 

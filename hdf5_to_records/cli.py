@@ -389,11 +389,16 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
         for problem in report.problems:
             click.echo(f"PROBLEM {problem}")
         compared = f", values of {report.compared} record(s) compared" if deep or sample else ""
+        sources = (
+            f" + {report.source_bytes / 1e6:,.1f} MB of referenced source data"
+            if report.source_bytes
+            else ""
+        )
         click.echo(
             f"{'OK' if report.ok else 'FAILED'}: {directory}: {report.shards} shard(s), "
             f"{report.records} records, {report.examples} examples, "
-            f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s "
-            f"({report.mb_per_s:,.0f} MB/s){compared}"
+            f"{report.bytes / 1e6:,.1f} MB{sources} in {report.seconds:.1f} s "
+            f"({report.total_mb_per_s:,.0f} MB/s){compared}"
             + (f"; {len(report.problems)} problem(s)" if report.problems else "")
         )
     sys.exit(0 if report.ok else 1)

@@ -61,6 +61,11 @@ class Report:
     bytes: int = 0
     seconds: float = 0.0
     compared: int = 0  # records whose values were compared with the sources
+    source_bytes: int = 0  # index mode: referenced bytes read and decoded
+
+    @property
+    def total_mb_per_s(self) -> float:
+        return (self.bytes + self.source_bytes) / 1e6 / self.seconds if self.seconds else 0.0
 
     @property
     def ok(self) -> bool:
@@ -81,6 +86,7 @@ class Report:
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.mb_per_s, 1),
+            "source_bytes": self.source_bytes,
             "compared_records": self.compared,
         }
 
@@ -289,6 +295,11 @@ class _ShardCheck:
             decoded = {
                 f.name: _decode(example, f, n, self.spec, self.spans) for f in self.spec.features
             }
+            self.report.source_bytes += sum(
+                sum(np.asarray(v).nbytes for v in decoded[f.name])
+                for f in self.spec.features
+                if f.storage == "reference"
+            )
         except (ValueError, KeyError, TypeError, Hdf5ToRecordsError) as exc:
             self.problem(f"does not decode: {exc}", index)
             return 0
