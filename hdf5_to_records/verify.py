@@ -31,6 +31,7 @@ from .errors import Hdf5ToRecordsError
 from .proto import FramingError, frames, parse_example
 
 READ_BLOCK = 16 << 20  # bytes read at a time
+MAX_RECORD_PROBLEMS = 10  # per shard; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -238,9 +239,14 @@ class _ShardCheck:
         self.spec, self.entry, self.spans, self.expected = spec, entry, spans, expected
         self.rng, self.fraction, self.report, self.progress = rng, fraction, report, progress
         self.name = entry["file"]
+        self.shown = self.hidden = 0
 
     def problem(self, message: str, record: int | None = None) -> None:
-        self.report.problems.append(Problem(self.name, message, record))
+        self.shown += 1
+        if record is None or self.shown <= MAX_RECORD_PROBLEMS:
+            self.report.problems.append(Problem(self.name, message, record))
+        else:
+            self.hidden += 1
 
     def run(self, path: str) -> None:
         try:
@@ -260,6 +266,8 @@ class _ShardCheck:
                 records += 1
         except FramingError as exc:
             self.problem(f"bad TFRecord framing: {exc}", records)
+        if self.hidden:
+            self.problem(f"{self.hidden} more record problem(s) like the ones above")
         self.report.records += records
         self.report.examples += examples
         if records != self.entry.get("num_records"):
@@ -292,6 +300,10 @@ class _ShardCheck:
         try:
             example = parse_example(record)
             n = _count(example, self.spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.problem(f"does not decode: {exc}", index)
+            return 0
+        try:
             decoded = {
                 f.name: _decode(example, f, n, self.spec, self.spans) for f in self.spec.features
             }
@@ -302,7 +314,7 @@ class _ShardCheck:
             )
         except (ValueError, KeyError, TypeError, Hdf5ToRecordsError) as exc:
             self.problem(f"does not decode: {exc}", index)
-            return 0
+            return n
         if self.expected is not None and self.rng.random() < self.fraction:
             self._compare(index, decoded, position, n)
         return n
