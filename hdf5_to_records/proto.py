@@ -22,29 +22,52 @@ def masked_crc(data) -> int:
     return mask_crc(crc32c(data))
 
 
-def frames(buffer: memoryview) -> Iterator[memoryview]:
+class FrameReader:
+    """TFRecord records from a byte stream fed in blocks, CRCs checked; holds at most
+    one block plus one record in memory."""
+
+    def __init__(self):
+        self._pending = b""
+
+    def feed(self, block: bytes) -> Iterator[memoryview]:
+        """The records completed by ``block``.
+
+        Raises:
+            FramingError: a header or record that fails its CRC.
+        """
+        buffer = memoryview(self._pending + block) if self._pending else memoryview(block)
+        at, end = 0, len(buffer)
+        while end - at >= 12:
+            header = buffer[at : at + 8]
+            (length,) = struct.unpack("<Q", header)
+            (length_crc,) = struct.unpack("<I", buffer[at + 8 : at + 12])
+            if masked_crc(header) != length_crc:
+                raise FramingError("length CRC mismatch")
+            if end - at - 12 < length + 4:
+                break
+            data = buffer[at + 12 : at + 12 + length]
+            (data_crc,) = struct.unpack("<I", buffer[at + 12 + length : at + 16 + length])
+            if masked_crc(data) != data_crc:
+                raise FramingError("data CRC mismatch")
+            yield data
+            at += 16 + length
+        self._pending = bytes(buffer[at:])
+
+    def finish(self) -> None:
+        """Raises: FramingError if the stream ended inside a record."""
+        if self._pending:
+            raise FramingError(f"truncated record ({len(self._pending)} bytes at the end)")
+
+
+def frames(buffer: bytes) -> Iterator[memoryview]:
     """The records of a whole (uncompressed) TFRecord byte stream, CRCs checked.
 
     Raises:
         FramingError: naming what is wrong; records before it were yielded.
     """
-    at, end = 0, len(buffer)
-    while at < end:
-        if end - at < 12:
-            raise FramingError(f"truncated record header ({end - at} bytes left)")
-        header = buffer[at : at + 8]
-        (length,) = struct.unpack("<Q", header)
-        (length_crc,) = struct.unpack("<I", buffer[at + 8 : at + 12])
-        if masked_crc(header) != length_crc:
-            raise FramingError("length CRC mismatch")
-        if end - at - 12 < length + 4:
-            raise FramingError(f"truncated record: {length} bytes announced, {end - at - 16} left")
-        data = buffer[at + 12 : at + 12 + length]
-        (data_crc,) = struct.unpack("<I", buffer[at + 12 + length : at + 16 + length])
-        if masked_crc(data) != data_crc:
-            raise FramingError("data CRC mismatch")
-        yield data
-        at += 16 + length
+    reader = FrameReader()
+    yield from reader.feed(buffer)
+    reader.finish()
 
 
 def _varint(buf: memoryview, at: int) -> tuple[int, int]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .dtypes import from_stored
 from .errors import Hdf5ToRecordsError
-from .proto import FramingError, frames, parse_example
+from .proto import FrameReader, FramingError, parse_example
 
 READ_BLOCK = 16 << 20  # bytes read at a time
 MAX_RECORD_PROBLEMS = 10  # per shard; the rest are counted
@@ -249,23 +249,49 @@ class _ShardCheck:
             self.hidden += 1
 
     def run(self, path: str) -> None:
+        records = examples = 0
+        digest = hashlib.sha256()
+        size = 0
+        inflate = zlib.decompressobj(wbits=31) if self.spec.compression == "gzip" else None
+        framing = FrameReader()
+        broken = False
         try:
-            data, digest = self._read(path)
+            with open(path, "rb") as handle:
+                while block := handle.read(READ_BLOCK):
+                    digest.update(block)
+                    size += len(block)
+                    if self.progress is not None:
+                        self.progress(len(block))
+                    if broken:
+                        continue
+                    try:
+                        data = inflate.decompress(block) if inflate is not None else block
+                        for record in framing.feed(data):
+                            examples += self._record(records, record, examples)
+                            records += 1
+                    except (FramingError, zlib.error) as exc:
+                        self.problem(f"bad TFRecord framing: {exc}", records)
+                        broken = True
+            if not broken:
+                try:
+                    if inflate is not None:
+                        for record in framing.feed(inflate.flush()):
+                            examples += self._record(records, record, examples)
+                            records += 1
+                    framing.finish()
+                except (FramingError, zlib.error) as exc:
+                    self.problem(f"bad TFRecord framing: {exc}", records)
         except FileNotFoundError:
             self.problem("missing: listed in the manifest, not on disk")
             return
-        except (OSError, zlib.error) as exc:
-            self.problem(f"unreadable: {exc}")
+        except OSError as exc:
+            self.problem(f"unreadable: {exc.strerror or exc}")
             return
-        if digest != self.entry.get("sha256"):
+        self.report.bytes += size
+        if size != self.entry.get("num_bytes"):
+            self.problem(f"{size} bytes, the manifest says {self.entry.get('num_bytes')}")
+        if digest.hexdigest() != self.entry.get("sha256"):
             self.problem("sha256 differs from the manifest (corrupt or rewritten)")
-        records = examples = 0
-        try:
-            for index, record in enumerate(frames(memoryview(data))):
-                examples += self._record(index, record, examples)
-                records += 1
-        except FramingError as exc:
-            self.problem(f"bad TFRecord framing: {exc}", records)
         if self.hidden:
             self.problem(f"{self.hidden} more record problem(s) like the ones above")
         self.report.records += records
@@ -274,26 +300,6 @@ class _ShardCheck:
             self.problem(f"{records} records, the manifest says {self.entry.get('num_records')}")
         if examples != self.entry.get("num_examples"):
             self.problem(f"{examples} examples, the manifest says {self.entry.get('num_examples')}")
-
-    def _read(self, path: str) -> tuple[bytes, str]:
-        """The shard's (decompressed) bytes and the sha256 of what is on disk."""
-        digest = hashlib.sha256()
-        gzip = self.spec.compression == "gzip"
-        inflate = zlib.decompressobj(wbits=31) if gzip else None
-        parts, size = [], 0
-        with open(path, "rb") as handle:
-            while block := handle.read(READ_BLOCK):
-                digest.update(block)
-                size += len(block)
-                parts.append(inflate.decompress(block) if gzip else block)
-                if self.progress is not None:
-                    self.progress(len(block))
-        self.report.bytes += size
-        if size != self.entry.get("num_bytes"):
-            self.problem(f"{size} bytes, the manifest says {self.entry.get('num_bytes')}")
-        if gzip:
-            parts.append(inflate.flush())
-        return b"".join(parts), digest.hexdigest()
 
     def _record(self, index: int, record: memoryview, position: int) -> int:
         """Check one record; return its example count (0 if it does not parse)."""
