@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue as queue_module
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -67,24 +68,29 @@ _PRELOAD = ["hdf5_to_records.writer"]
 
 
 def prestart(job_output: str, workers: int) -> None:
-    """Start the forkserver in the background while the caller scans and plans.
+    """Start the forkserver while the caller scans and plans.
 
-    It imports h5py and the writer once (~0.3 s); workers then fork from it at once.
+    It imports h5py and the writer once (~0.3 s, in the background); workers then fork
+    from it at once. Started with SIGINT ignored, which it and the workers inherit: a
+    Ctrl-C reaches the parent alone, which stops the workers and cleans up, instead of
+    interrupting the forkserver's start-up with a traceback.
     """
     if workers <= 1 or fs.is_process_local(job_output):
         return
+    try:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        from multiprocessing import forkserver
 
-    def start() -> None:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
-            from multiprocessing import forkserver
-
-            forkserver.ensure_running()
-        except Exception:  # the pool starts it again and reports any real error
-            log.debug("forkserver prestart failed", exc_info=True)
-
-    threading.Thread(target=start, name="forkserver-prestart", daemon=True).start()
+            forkserver.ensure_running()  # spawns it (~2 ms); the preload runs there
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+    except Exception:  # the pool starts it again and reports any real error
+        log.debug("forkserver prestart failed", exc_info=True)
 
 
 def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]:

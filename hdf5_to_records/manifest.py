@@ -23,6 +23,7 @@ from .writer import ShardResult
 
 FORMAT = "hdf5-to-records"
 FORMAT_VERSION = 1
+_RUN_FLAGS = ("overwrite", "resume")
 INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
 MANIFEST_NAME = "manifest.json"
 
@@ -121,7 +122,9 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         "splits": splits,
         "sources": sources,
         **extra,
-        "config": config.to_json(),
+        # How the output was made; --overwrite/--resume say how this run went, and a
+        # resumed run's manifest must equal an uninterrupted one's.
+        "config": {k: v for k, v in config.to_json().items() if k not in _RUN_FLAGS},
     }
 
 

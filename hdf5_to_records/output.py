@@ -110,15 +110,17 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
             )
         if config.resume:
             done = _previous_results(out, existing)
+        fs.makedirs(out)
+        # The state is saved before the old manifest goes: a crash at any point leaves
+        # a manifest or a state file, and --resume can always go on.
+        state = OutputState(out, plan, {} if config.overwrite else done)
+        state._save()
         fs.remove(fs.join(out, MANIFEST_NAME))
         wanted = {s.filename for s in plan.shards}
         for name in existing:
             stale = is_output_file(name) and (config.overwrite or name not in wanted)
-            if stale or name == STATE_NAME and config.overwrite:
+            if stale and name != STATE_NAME:
                 fs.remove(fs.join(out, name))
-        fs.makedirs(out)
-        state = OutputState(out, plan, {} if config.overwrite else done)
-        state._save()
     except PermissionError:
         raise OutputError(f"--output {out}: permission denied") from None
     except OutputError:
@@ -158,6 +160,9 @@ def _previous_results(out: str, existing: list[str]) -> dict[str, dict]:
                         "fingerprint": shard["fingerprint"],
                     }
         return done
-    if not existing:
-        return {}
-    raise OutputError(f"--resume: {out} holds no interrupted or finished conversion to resume")
+    if all(name.endswith(TEMP_SUFFIX) for name in existing):
+        return {}  # nothing, or only the temporary files of a run killed at its start
+    raise OutputError(
+        f"--resume: {out} holds no interrupted or finished conversion to resume "
+        "(no manifest or state file); use --overwrite"
+    )

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.random  # noqa: F401  imported now: numpy's lazy import of it can swallow a Ctrl-C
 
 from . import sharding
 from ._version import __version__
