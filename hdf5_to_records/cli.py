@@ -388,6 +388,8 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
     else:
         for problem in report.problems:
             click.echo(f"PROBLEM {problem}")
+        for note in report.notes:
+            click.echo(f"NOTE {note}")
         compared = f", values of {report.compared} record(s) compared" if deep or sample else ""
         sources = (
             f" + {report.source_bytes / 1e6:,.1f} MB of referenced source data"

@@ -226,6 +226,10 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
     sources = merged.pop("sources", None) or ()
     if isinstance(sources, str):
         sources = [sources]
+    if not isinstance(sources, (list, tuple)):
+        raise UsageError(
+            f"config key 'sources': expected a path or a list of paths, got {sources!r}"
+        )
     kwargs["sources"] = tuple(path_of("sources", str(s)) for s in sources)
     kwargs["output"] = path_of("output", str(merged.pop("output", "") or ""))
     features = merged.pop("features", None) or ()
@@ -279,6 +283,10 @@ def _load_yaml(path: str) -> dict[str, Any]:
             data = yaml.safe_load(handle)
     except FileNotFoundError:
         raise UsageError(f"--config {path}: file not found") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--config {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from None
     if data is None:

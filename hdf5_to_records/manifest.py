@@ -166,8 +166,9 @@ def read_manifest(directory: str) -> dict[str, Any]:
         raise ManifestError(
             f"no manifest at {path}: not a converted dataset, or the conversion did not finish"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ManifestError(f"cannot read manifest {path}: {detail}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{path} is not an hdf5-to-records manifest")
     if data.get("format_version") not in (FORMAT_VERSION, INDEX_FORMAT_VERSION):

@@ -113,6 +113,13 @@ def parse_example(record: memoryview) -> dict[str, Value]:
     Raises:
         ValueError: not a well-formed Example of bytes and int64 lists.
     """
+    try:
+        return _parse_example(record)
+    except (TypeError, IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise ValueError(f"malformed Example ({exc})") from None
+
+
+def _parse_example(record: memoryview) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for number, wire, features in _fields(record):
         if number != 1 or wire != 2:
@@ -126,6 +133,8 @@ def parse_example(record: memoryview) -> dict[str, Value]:
                     key = bytes(v).decode()
                 elif n == 2:
                     feature = v
+                else:  # as TensorFlow's parser: a map entry holds a key and a value only
+                    raise ValueError(f"feature map entry with an unknown field {n}")
             if key is None or feature is None:
                 raise ValueError("feature map entry without key or value")
             out[key] = _feature(feature)

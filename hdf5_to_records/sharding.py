@@ -80,6 +80,8 @@ def parse_size(text: str | int) -> int:
     Raises:
         ValueError: if the text is not a positive size.
     """
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"expected a size such as 256MB, got {text!r}")
     if isinstance(text, int):
         value = text
     else:
@@ -102,7 +104,10 @@ def parse_size(text: str | int) -> int:
         number = stripped.rstrip("kmgtib")
         unit = stripped[len(number) :]
         try:
-            value = int(float(number) * units[unit])
+            scaled = float(number) * units[unit]
+            if not math.isfinite(scaled):
+                raise ValueError
+            value = int(scaled)
         except (ValueError, KeyError):
             raise ValueError(f"expected a size such as 256MB or 1GiB, got {text!r}") from None
     if value <= 0:

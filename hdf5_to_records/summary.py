@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import sys
 
+from .errors import ManifestError
 from .manifest import read_manifest
 
 _SETTINGS = (
@@ -30,6 +31,13 @@ def describe(directory: str) -> list[str]:
         ManifestError: no readable manifest.
     """
     manifest = read_manifest(directory)
+    try:
+        return _describe(directory, manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ManifestError(f"manifest in {directory} is malformed: {exc!r}") from None
+
+
+def _describe(directory: str, manifest: dict) -> list[str]:
     records = manifest["records"]
     storage = (
         "index (references into the HDF5 sources)"

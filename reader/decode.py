@@ -111,6 +111,17 @@ def _decode_block(feature: FeatureInfo, raw, counts, k: int):
     item = np.dtype("u1" if feature.dtype == "bool" else feature.dtype).itemsize
     if per_example == 0:
         return tf.zeros([tf.reduce_sum(counts), *feature.shape], dtype)
+    # decode_raw pads or cuts to fixed_length: a record whose size does not match the
+    # manifest's dtype and shape (an edited manifest) must fail, not decode as garbage.
+    expected = counts * (per_example * item)
+    check = tf.debugging.assert_equal(
+        tf.cast(tf.strings.length(raw), tf.int64),
+        expected,
+        message=f"feature {feature.name!r}: a record's size does not match the manifest's "
+        f"dtype {feature.dtype} and shape {feature.shape} (edited manifest?)",
+    )
+    with tf.control_dependencies([check]):
+        raw = tf.identity(raw)
     values = _decode_raw(raw, feature.dtype, fixed_length=k * per_example * item)
     if k == 1:
         return tf.reshape(values, [-1, *feature.shape])

@@ -14,7 +14,7 @@ import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.dtypes import from_stored
-from hdf5_to_records.errors import UsageError
+from hdf5_to_records.errors import ManifestError, UsageError
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
@@ -80,6 +80,8 @@ def load(
     _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder)
     spec = load_spec(path)
     chosen = spec.select(_needed(features, supervised))
+    if not spec.split(split):
+        raise ManifestError(f"split {split!r} in {spec.directory} lists no shards")
     shards = worker_shards(
         spec.split(split),
         input_context=input_context,
@@ -103,7 +105,9 @@ def load(
     # Unshuffled, a block as long as the longest shard makes the output the shards'
     # records one file after another (the converter's write order), while the parallel
     # interleave still reads the next files ahead.
-    block = 1 if shuffle else max(_records(s, k) for s in shards) or 1
+    # Each record holds at least one example, so no shard has more records than examples
+    # (the manifest's num_records is not trusted for the order).
+    block = 1 if shuffle else max([s.num_examples for s in shards] + [1])
     records = files.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression, READ_BUFFER_BYTES),
         cycle_length=min(len(shards), 64) if num_parallel_reads is None else parallel_reads,

@@ -94,7 +94,7 @@ def load_spec(path: str) -> DatasetSpec:
         return _parse(manifest, directory.rstrip("/") or "/")
     except ManifestError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ManifestError(f"manifest in {directory} is malformed: {exc!r}") from None
 
 
@@ -104,29 +104,31 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
         raise ManifestError(f"manifest in {directory}: unknown byte order {records!r}")
     features = tuple(
         FeatureInfo(
-            f["name"],
-            f["dtype"],
-            tuple(None if d is None else int(d) for d in f["shape"]),
-            f["encoding"],
+            _text(f["name"]),
+            _dtype(f["dtype"]),
+            tuple(None if d is None else _count(d) for d in f["shape"]),
+            _choice(f["encoding"], ("raw", "bytes")),
             bool(f["ragged"]),
             _storage(f, directory),
         )
         for f in manifest["features"]
     )
+    if not features:
+        raise ValueError("no features")
     splits = {}
     for name, info in manifest["splits"].items():
         shards = []
         for shard in info["shards"]:
-            file = shard["file"]
+            file = _text(shard["file"])
             if "/" in file or file.startswith("."):
                 raise ManifestError(f"manifest in {directory}: bad shard name {file!r}")
             shards.append(
                 ShardInfo(
                     _join(directory, file),
-                    int(shard["num_examples"]),
-                    int(shard["num_bytes"]),
-                    shard["sha256"],
-                    int(shard.get("num_records", 0)),
+                    _count(shard["num_examples"]),
+                    _count(shard["num_bytes"]),
+                    _text(shard["sha256"]),
+                    _count(shard.get("num_records", 0)),
                 )
             )
         splits[name] = tuple(shards)
@@ -134,9 +136,9 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
         directory,
         manifest["name"],
         manifest["compression"],
-        int(records["rows_per_record"]),
-        records["count_key"],
-        records["shape_suffix"],
+        max(1, _count(records["rows_per_record"])),
+        _text(records["count_key"]),
+        _text(records["shape_suffix"]),
         features,
         splits,
         tuple(manifest.get("sources", ())),
@@ -145,6 +147,50 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
         records.get("ref_suffix", "/ref"),
         records.get("take_suffix", "/take"),
     )
+
+
+_MAX_COUNT = 1 << 53  # any count or size beyond this is not from a real conversion
+_DTYPES = {
+    "bool",
+    "string",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+}
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_COUNT:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _dtype(value: Any) -> str:
+    if value not in _DTYPES:
+        raise ValueError(f"unknown dtype {value!r}")
+    return value
+
+
+def _choice(value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {allowed}")
+    return value
 
 
 def _storage(feature: dict[str, Any], directory: str) -> str:
