@@ -244,8 +244,9 @@ class _Expected:
         ]
         config.update(output=directory, overwrite=False, resume=False)
         try:
-            sources = choose_storage(build_config(config), scan_sources(build_config(config)))
-            plan = build_plan(build_config(config), sources, sources.features)
+            rebuilt = build_config(config)
+            sources = choose_storage(rebuilt, scan_sources(rebuilt))
+            plan = build_plan(rebuilt, sources, sources.features)
         except Hdf5ToRecordsError as exc:
             report.problems.append(Problem("sources", f"cannot rebuild the plan: {exc}"))
             return
