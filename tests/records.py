@@ -70,3 +70,14 @@ def convert_small(path, out, **options) -> str:
 
     convert(build_config({"sources": [str(path)], "output": str(out), "workers": 1, **options}))
     return str(out)
+
+
+def edit_manifest(directory, change) -> None:
+    """Rewrite ``directory/manifest.json`` after ``change(manifest)`` edits it in place
+    (hand-edited-manifest tests)."""
+    path = os.path.join(str(directory), "manifest.json")
+    with open(path) as handle:
+        manifest = json.load(handle)
+    change(manifest)
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)

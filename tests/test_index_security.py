@@ -9,7 +9,6 @@ and message.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from hdf5_to_records.errors import (
 from hdf5_to_records.references import Reference
 from reader.spans import SourceFile, SpanReader, fletcher32
 
-from records import convert_small, load_manifest, tf
+from records import convert_small, edit_manifest, load_manifest, tf
 
 N = 10
 ROW_BYTES = 2 * 3 * 4  # rows of (2, 3) 4-byte values
@@ -79,16 +78,6 @@ def assert_values(out, values, **options) -> None:
         expected = expected.astype(expected.dtype.newbyteorder("="))
         assert got[name].dtype == expected.dtype, name
         np.testing.assert_array_equal(got[name], expected, err_msg=name)
-
-
-def edit_manifest(out, change) -> None:
-    """Rewrite ``out/manifest.json`` after ``change(manifest)`` edits it in place."""
-    path = os.path.join(out, "manifest.json")
-    with open(path) as handle:
-        manifest = json.load(handle)
-    change(manifest)
-    with open(path, "w") as handle:
-        json.dump(manifest, handle)
 
 
 def reference(out, name: str) -> dict:

@@ -37,7 +37,7 @@ from hdf5_to_records.errors import (
 from hdf5_to_records.summary import describe
 from hdf5_to_records.verify import Problem, verify
 
-from records import convert_small, load_manifest, tf
+from records import convert_small, edit_manifest, load_manifest, tf
 
 N = 20  # rows in rows.h5
 SCENES = 9  # groups in scenes.h5
@@ -138,15 +138,6 @@ def flip_byte(path: str, offset: int) -> None:
     data[offset] ^= 0x01
     with open(path, "wb") as handle:
         handle.write(bytes(data))
-
-
-def edit_manifest(directory: str, change) -> None:
-    path = os.path.join(directory, "manifest.json")
-    with open(path) as handle:
-        manifest = json.load(handle)
-    change(manifest)
-    with open(path, "w") as handle:
-        json.dump(manifest, handle)
 
 
 def run(*args):
