@@ -13,19 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import fs
 from .config import ConvertConfig
 from .errors import NotReferenceable, OutputError
 from .executor import execute, prestart
 from .manifest import build_manifest, write_manifest
 from .output import prepare_output
-from .plan import Plan, build_plan
+from .plan import Plan, ShardSpec, build_plan
 from .reading import ShardReader
 from .references import Reference
 from .schema import FeatureSchema, SourceSet, scan_sources
 from .staging import needs_staging, stage
+from .tasks import TaskSlice, prepare_task_output, sweep_task, write_part
+from .tasks import finalize as finalize_parts
 from .transform import apply_transform, example_for_transform, load_transform, schema_of
-from .writer import Job
+from .writer import Job, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class ConvertResult:
     manifest: dict[str, Any] | None
     manifest_path: str | None
     skipped_shards: int = 0
+    written: tuple[ShardResult, ...] = ()  # a task-array task: the shards it wrote
 
 
 def convert(
@@ -46,28 +51,27 @@ def convert(
     dry_run: bool = False,
     on_start: Callable[[int, int], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    task: TaskSlice | None = None,
 ) -> ConvertResult:
     """Convert the selected HDF5 data into sharded TFRecord files and a manifest.
 
     ``on_start(examples, bytes)`` is called once with the work to do; ``progress(examples,
-    bytes)`` as records are written. With ``dry_run`` only the plan is built.
+    bytes)`` as records are written. With ``dry_run`` only the plan is built. With
+    ``task``, only that task's part of the plan is written, and no manifest:
+    :func:`finalize` writes it once every task is done.
 
     Raises:
         Hdf5ToRecordsError: any bad input or output, with the file, dataset or option.
     """
     if not dry_run:
         prestart(config.output, config.workers)
-    sources = scan_sources(config)
-    sources = choose_storage(config, sources)
-    _warn_shuffled_chunks(config, sources)
-    features = _output_schema(config, sources)
-    plan = build_plan(config, sources, features)
+    plan = plan_conversion(config)
     if dry_run:
         return ConvertResult(plan, None, None)
-    referenced = {f.name for f in features if f.storage == "reference"}
-    # Staging remaps rows to scratch positions, which references cannot use.
-    staging = not referenced and needs_staging(config.shuffle, sources)
-    staging_bytes = sources.num_examples * sources.example_bytes if staging else 0
+    staging = _staging(config, plan)
+    if task is not None:
+        return _convert_task(config, plan, task, staging, on_start, progress)
+    staging_bytes = plan.sources.num_examples * plan.sources.example_bytes if staging else 0
     if not config.resume:
         _check_space(config, plan.shards, extra=staging_bytes)
     state = prepare_output(config, plan)
@@ -79,37 +83,121 @@ def convert(
         _check_space(config, todo, extra=staging_bytes)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
-    staged = None
-    read_sources = sources.without_selections()
     try:
-        if todo and staging:
-            staged = stage(sources, config.output)
-            read_sources = staged.sources.without_selections()
-            todo = [staged.remap(spec) for spec in todo]
-        job = Job(
-            config.output,
-            read_sources,
-            tuple(f for f in read_sources.features if f.name not in referenced),
-            features,
-            plan.rows_per_record,
-            config.compression,
-            config.transform,
-            refs=tuple({n: f.refs[n] for n in referenced} for f in sources.files),
-            record_target=plan.record_target,
-        )
-        results = done + execute(
-            job, todo, workers=config.workers, progress=progress, on_result=state.record
+        results = done + run_shards(
+            config, plan, todo, staging=staging, progress=progress, on_result=state.record
         )
     except BaseException:
         state.sweep()
         raise
-    finally:
-        if staged is not None:
-            staged.cleanup()
     manifest = build_manifest(config, plan, results)
     path = write_manifest(config.output, manifest)
     state.finish()
     return ConvertResult(plan, manifest, path, skipped_shards=len(done))
+
+
+def _convert_task(config, plan, task, staging, on_start, progress) -> ConvertResult:
+    todo = prepare_task_output(config, plan, task)
+    if not todo and config.resume:
+        return ConvertResult(plan, None, None, skipped_shards=len(task.shards(plan)))
+    _check_space(config, todo)
+    if on_start is not None:
+        on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
+    try:
+        results = run_shards(config, plan, todo, staging=staging, progress=progress)
+    except BaseException:
+        sweep_task(config, todo)
+        raise
+    path = write_part(config, plan, task, results)
+    return ConvertResult(plan, None, path, written=tuple(results))
+
+
+def finalize(directory: str) -> ConvertResult:
+    """Write the manifest of a task-array conversion (see :mod:`tasks`).
+
+    Raises:
+        OutputError: parts or shards missing or disagreeing, each one named.
+    """
+    done = finalize_parts(directory, plan_for=plan_conversion)
+    return ConvertResult(done.plan, done.manifest, done.manifest_path)
+
+
+def plan_conversion(config: ConvertConfig) -> Plan:
+    """Scan the sources and build the plan: the same plan for every executor (local,
+    task array, Beam), since it depends only on the config and the sources.
+
+    Raises:
+        Hdf5ToRecordsError: bad sources, selections or options.
+    """
+    sources = scan_sources(config)
+    sources = choose_storage(config, sources)
+    _warn_shuffled_chunks(config, sources)
+    features = _output_schema(config, sources)
+    return build_plan(config, sources, features)
+
+
+def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None = None) -> Job:
+    """What every shard writer needs: output, sources, schema and record layout.
+
+    ``read_sources`` replaces the plan's sources for reading (a staged scratch copy).
+    """
+    referenced = {f.name for f in plan.features if f.storage == "reference"}
+    read = read_sources or plan.sources.without_selections()
+    return Job(
+        config.output,
+        read,
+        tuple(f for f in read.features if f.name not in referenced),
+        plan.features,
+        plan.rows_per_record,
+        config.compression,
+        config.transform,
+        refs=tuple({n: f.refs[n] for n in referenced} for f in plan.sources.files),
+        record_target=plan.record_target,
+    )
+
+
+def run_shards(
+    config: ConvertConfig,
+    plan: Plan,
+    todo: list[ShardSpec],
+    *,
+    staging: bool,
+    progress: Callable[[int, int], None] | None = None,
+    on_result: Callable[[ShardResult], None] | None = None,
+) -> list[ShardResult]:
+    """Write the shards ``todo`` of ``plan`` with ``config.workers`` processes.
+
+    With ``staging``, the rows these shards read are first copied to scratch (see
+    :mod:`staging`); only those rows, so each task of a task array stages its own part.
+    """
+    staged = None
+    try:
+        read_sources = None
+        if todo and staging:
+            staged = stage(_rows_of(plan.sources, todo), config.output)
+            read_sources = staged.sources.without_selections()
+            todo = [staged.remap(spec) for spec in todo]
+        job = make_job(config, plan, read_sources)
+        return execute(job, todo, workers=config.workers, progress=progress, on_result=on_result)
+    finally:
+        if staged is not None:
+            staged.cleanup()
+
+
+def _staging(config: ConvertConfig, plan: Plan) -> bool:
+    # Staging remaps rows to scratch positions, which references cannot use.
+    referenced = any(f.storage == "reference" for f in plan.features)
+    return not referenced and needs_staging(config.shuffle, plan.sources)
+
+
+def _rows_of(sources: SourceSet, specs: list[ShardSpec]) -> SourceSet:
+    """``sources`` with each file's selection cut down to the rows ``specs`` read."""
+    files = []
+    for file_id, source in enumerate(sources.files):
+        rows = [s.rows[s.file_ids == file_id] for s in specs]
+        wanted = np.unique(np.concatenate(rows)) if rows else np.empty(0, np.int64)
+        files.append(dataclasses.replace(source, rows=wanted))
+    return dataclasses.replace(sources, files=tuple(files))
 
 
 def choose_storage(config: ConvertConfig, sources: SourceSet) -> SourceSet:

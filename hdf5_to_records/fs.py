@@ -93,6 +93,21 @@ def rename(src: str, dst: str) -> None:
         os.replace(src, dst)
 
 
+def write_atomic(path: str, data: bytes, temp: str) -> None:
+    """Write ``data`` to ``temp``, then rename it to ``path``: readers see the whole
+    file or none. The temporary file is removed on failure.
+
+    Raises:
+        OSError: as the write or rename raised it.
+    """
+    try:
+        with open_write(temp) as handle:
+            handle.write(data)
+        rename(temp, path)
+    finally:
+        remove(temp)
+
+
 def remove(path: str) -> None:
     """Remove a file; a missing file is not an error."""
     try:

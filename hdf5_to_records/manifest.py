@@ -23,7 +23,7 @@ from .writer import ShardResult
 
 FORMAT = "hdf5-to-records"
 FORMAT_VERSION = 1
-_RUN_FLAGS = ("overwrite", "resume")
+_RUN_FLAGS = ("overwrite", "resume", "workers")  # how a run went, not what it made
 INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
 MANIFEST_NAME = "manifest.json"
 
@@ -122,10 +122,15 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         "splits": splits,
         "sources": sources,
         **extra,
-        # How the output was made; --overwrite/--resume say how this run went, and a
-        # resumed run's manifest must equal an uninterrupted one's.
-        "config": {k: v for k, v in config.to_json().items() if k not in _RUN_FLAGS},
+        "config": config_record(config),
     }
+
+
+def config_record(config: ConvertConfig) -> dict[str, Any]:
+    """How the output was made, as the manifest records it. Run flags (--overwrite,
+    --resume, --workers) say how one run went: a resumed, task-array or Beam run's
+    manifest must equal an uninterrupted local one's."""
+    return {k: v for k, v in config.to_json().items() if k not in _RUN_FLAGS}
 
 
 def _reference_path(path: str, output: str) -> str:
@@ -141,14 +146,11 @@ def write_manifest(output: str, manifest: dict[str, Any]) -> str:
     """Write the manifest atomically (temp file + rename); return its path."""
     path = fs.join(output, MANIFEST_NAME)
     temp = fs.join(output, temp_name(MANIFEST_NAME))
+    data = json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
     try:
-        with fs.open_write(temp) as handle:
-            handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n")
-        fs.rename(temp, path)
+        fs.write_atomic(path, data, temp)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        fs.remove(temp)
     return path
 
 

@@ -78,9 +78,7 @@ class OutputState:
         path = fs.join(self._output, STATE_NAME)
         temp = fs.join(self._output, temp_name(STATE_NAME))
         try:
-            with fs.open_write(temp) as handle:
-                handle.write(json.dumps({"version": 1, "done": self._done}).encode())
-            fs.rename(temp, path)
+            fs.write_atomic(path, json.dumps({"version": 1, "done": self._done}).encode(), temp)
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         self._saved_at = time.monotonic()

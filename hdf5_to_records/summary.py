@@ -20,7 +20,6 @@ _SETTINGS = (
     "shard_size",
     "compression",
     "rows_per_record",
-    "workers",
 )
 
 
