@@ -173,11 +173,30 @@ def main(verbose: int) -> None:
     default=None,
     help="Finish an interrupted run: keep complete shards that match the plan.",
 )
+@click.option(
+    "--num-tasks",
+    type=int,
+    metavar="N",
+    help="Task arrays: the plan is split into N parts; convert only --task-index's part "
+    "(then run `finalize`).",
+)
+@click.option(
+    "--task-index",
+    type=int,
+    metavar="I",
+    help="Which part of --num-tasks to convert, 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @_debug_option
 @click.pass_context
 def convert(
-    ctx: click.Context, config_file: str | None, dry_run: bool, debug: bool, **options
+    ctx: click.Context,
+    config_file: str | None,
+    dry_run: bool,
+    debug: bool,
+    num_tasks: int | None,
+    task_index: int | None,
+    **options,
 ) -> None:
     """Convert SOURCES (HDF5 files or globs) into sharded TFRecord files in --output."""
     from click.core import ParameterSource
@@ -194,21 +213,48 @@ def convert(
         from .converter import convert as run_convert
 
         config = build_config(given, yaml_path=config_file)
+        task = _task(num_tasks, task_index)
         bar = _ProgressBar()
         started = time.perf_counter()
         try:
             with _sigterm_as_interrupt():
                 result = run_convert(
-                    config, dry_run=dry_run, on_start=bar.start, progress=bar.advance
+                    config, dry_run=dry_run, on_start=bar.start, progress=bar.advance, task=task
                 )
         finally:
             bar.close()
         if dry_run:
             _print_plan(result.plan.summary())
             return
+        if task is not None:
+            _print_task(result, task, config.output, time.perf_counter() - started)
+            return
         _print_result(
             result.manifest, config.output, time.perf_counter() - started, result.skipped_shards
         )
+
+
+def _task(num_tasks: int | None, task_index: int | None):
+    if num_tasks is None and task_index is None:
+        return None
+    if num_tasks is None or task_index is None:
+        raise click.UsageError("--num-tasks and --task-index go together")
+    from .tasks import TaskSlice
+
+    return TaskSlice(task_index, num_tasks)
+
+
+def _print_task(result, task, output: str, seconds: float) -> None:
+    if result.manifest_path is None:
+        click.echo(f"task {task.index} of {task.count}: already complete in {output}")
+        return
+    examples = sum(r.num_examples for r in result.written)
+    nbytes = sum(r.num_bytes for r in result.written)
+    click.echo(
+        f"task {task.index} of {task.count}: wrote {examples} examples, {nbytes / 1e6:.1f} MB "
+        f"in {len(result.written)} shard(s) to {output} in {seconds:.1f} s; run "
+        f"`hdf5-to-records finalize {output}` once all {task.count} tasks are done"
+    )
 
 
 @contextlib.contextmanager
@@ -288,25 +334,101 @@ def _print_plan(summary: dict) -> None:
             click.echo(f"    ... ({len(info['files']) - 3} more)")
 
 
-def _print_result(manifest: dict, output: str, seconds: float, skipped: int) -> None:
+def _print_result(
+    manifest: dict, output: str, seconds: float, skipped: int, *, verb: str = "wrote"
+) -> None:
     total = sum(s["num_bytes"] for s in manifest["splits"].values())
     examples = sum(s["num_examples"] for s in manifest["splits"].values())
     referenced = [f for f in manifest["features"] if f.get("storage") == "reference"]
     if referenced:
         names = ", ".join(f["name"] for f in referenced)
         click.echo(
-            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s; "
+            f"{verb} {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s; "
             f"{names} referenced in the HDF5 sources, not copied"
             + (f"; {skipped} shard(s) were already complete" if skipped else "")
         )
     else:
         click.echo(
-            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
-            f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
+            f"{verb} {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s"
+            + (f" ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)" if verb == "wrote" else "")
             + (f"; {skipped} shard(s) were already complete" if skipped else "")
         )
     for split, info in manifest["splits"].items():
         click.echo(f"  {split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
+
+
+@main.command()
+@click.argument("directory")
+@_debug_option
+def finalize(directory: str, debug: bool) -> None:
+    """Write DIRECTORY's manifest once every task of a `convert --num-tasks N` is done.
+
+    Refuses, naming them, when tasks or shards are missing."""
+    with _errors(debug):
+        from .converter import finalize as run_finalize
+
+        started = time.perf_counter()
+        result = run_finalize(directory)
+    _print_result(result.manifest, directory, time.perf_counter() - started, 0, verb="finalized")
+
+
+@main.group("data-service")
+def data_service() -> None:
+    """Run tf.data service servers for `reader.load(..., service="grpc://HOST:PORT")`."""
+
+
+@data_service.command()
+@click.option("--port", type=int, default=5050, show_default=True, help="Port (0: any free).")
+@click.option("--work-dir", help="Where the dispatcher keeps its state (with --fault-tolerant).")
+@click.option(
+    "--fault-tolerant", is_flag=True, help="Journal state in --work-dir to survive restarts."
+)
+@_debug_option
+def dispatcher(port: int, work_dir: str | None, fault_tolerant: bool, debug: bool) -> None:
+    """Start a tf.data service dispatcher and serve until stopped (Ctrl-C, SIGTERM)."""
+    with _errors(debug):
+        from .data_service import start_dispatcher
+
+        server = start_dispatcher(port=port, work_dir=work_dir, fault_tolerant=fault_tolerant)
+        click.echo(f"dispatcher serving at {server.target}", err=True)
+        _serve(server)
+
+
+@data_service.command()
+@click.option("--dispatcher", "dispatcher_address", required=True, metavar="HOST:PORT")
+@click.option("--port", type=int, default=0, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--worker-address",
+    metavar="HOST:PORT",
+    help="How clients reach this worker (default localhost:PORT; use HOSTNAME:%port%).",
+)
+@_debug_option
+def worker(dispatcher_address: str, port: int, worker_address: str | None, debug: bool) -> None:
+    """Start a tf.data service worker for the dispatcher at HOST:PORT; serve until stopped."""
+    with _errors(debug):
+        from .data_service import start_worker
+
+        server = start_worker(
+            dispatcher=dispatcher_address, port=port, worker_address=worker_address
+        )
+        click.echo(
+            f"worker serving for dispatcher {dispatcher_address} on port {server._address}",
+            err=True,
+        )
+        _serve(server)
+
+
+def _serve(server) -> None:
+    """Block until Ctrl-C or SIGTERM (``join()`` would not see either), then stop."""
+    try:
+        with _sigterm_as_interrupt():
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt as exc:
+        server.stop()
+        stopped = _Interrupted("stopped")
+        stopped.exit_code = 143 if isinstance(exc, _Terminated) else 130
+        raise stopped from None
 
 
 @main.command()

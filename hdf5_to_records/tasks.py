@@ -1,0 +1,274 @@
+"""Task arrays: convert one disjoint part of the plan per task, then ``finalize``.
+
+For SLURM array jobs and Kubernetes indexed jobs. Every task builds the same plan (it
+depends only on the options and the sources) and writes the shards ``i`` with
+``i % num_tasks == task_index``, then a part file naming them: the part file is the
+task's commit point. ``finalize`` rebuilds the plan, checks that every part is there
+and agrees with it, and writes the manifest with the same code as a local run, so the
+output is byte-identical to one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import fs
+from .config import ConvertConfig, build_config
+from .errors import OutputError, UsageError
+from .manifest import MANIFEST_NAME, build_manifest, config_record, write_manifest
+from .naming import TEMP_SUFFIX, is_output_file, temp_name
+from .plan import Plan, ShardSpec
+from .writer import ShardResult
+
+log = logging.getLogger(__name__)
+PART_VERSION = 1
+_PART_RE = re.compile(r"^\.hdf5-to-records-task-(\d{5,})-of-(\d{5,})\.json$")
+
+
+@dataclass(frozen=True)
+class TaskSlice:
+    """Task ``index`` of ``count``: the shards ``i`` of the plan with ``i % count == index``.
+
+    Raises:
+        UsageError: ``count < 1`` or ``index`` outside ``0..count-1``.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise UsageError(f"--num-tasks must be >= 1, got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise UsageError(
+                f"--task-index must be in 0..{self.count - 1} for --num-tasks {self.count}, "
+                f"got {self.index}"
+            )
+
+    @property
+    def part_name(self) -> str:
+        return part_name(self.index, self.count)
+
+    def shards(self, plan: Plan) -> list[ShardSpec]:
+        """This task's shards. Round robin over the plan keeps the parts within one shard
+        of each other in count, and spreads every split over all tasks."""
+        return [s for i, s in enumerate(plan.shards) if i % self.count == self.index]
+
+
+def part_name(index: int, count: int) -> str:
+    """The hidden file a task writes once all its shards are complete."""
+    return f".hdf5-to-records-task-{index:05d}-of-{count:05d}.json"
+
+
+def is_part_file(name: str) -> bool:
+    return _PART_RE.match(name) is not None
+
+
+def plan_id(plan: Plan) -> str:
+    """One fingerprint for the whole plan: tasks and finalize must agree on it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for spec in plan.shards:
+        digest.update(f"{spec.filename}:{spec.fingerprint}\n".encode())
+    return digest.hexdigest()
+
+
+def prepare_task_output(config: ConvertConfig, plan: Plan, task: TaskSlice) -> list[ShardSpec]:
+    """Make the output directory ready for one task; return the shards it must write.
+
+    Other tasks write into the same directory at the same time, so a task touches only
+    its own files. Refused (unless ``--overwrite``, which removes them) when the
+    directory holds a manifest or the parts of a different conversion. With ``--resume``
+    a task whose part is complete and matches the plan has nothing left to do.
+
+    Raises:
+        OutputError: the output is not a directory, holds another conversion, or cannot
+            be written.
+    """
+    out = config.output
+    own = task.shards(plan)
+    expected = plan_id(plan)
+    try:
+        if fs.exists(out) and not fs.isdir(out):
+            raise OutputError(f"--output {out}: exists and is not a directory")
+        fs.makedirs(out)
+        names = fs.listdir(out)
+        foreign = [n for n in names if is_part_file(n) and _read_part(out, n)["plan"] != expected]
+        finished = MANIFEST_NAME in names
+        if (foreign or finished) and not config.overwrite:
+            what = f"task part {foreign[0]}" if foreign else MANIFEST_NAME
+            raise OutputError(
+                f"--output {out}: holds {what} of a different or already finalized "
+                "conversion (other options, sources or --num-tasks?); use a new directory "
+                "or --overwrite"
+            )
+        for name in foreign + ([MANIFEST_NAME] if finished else []):
+            fs.remove(fs.join(out, name))
+        if config.resume and task.part_name in names:
+            part = _read_part(out, task.part_name)
+            if part["plan"] == expected and not _missing_shards(out, part["shards"]):
+                log.info("task %d of %d is already complete", task.index, task.count)
+                return []
+        fs.remove(fs.join(out, task.part_name))
+    except PermissionError:
+        raise OutputError(f"--output {out}: permission denied") from None
+    except OSError as exc:
+        raise OutputError(f"--output {out}: cannot be written ({exc.strerror or exc})") from None
+    return own
+
+
+def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> str:
+    """Record the task's completed shards, atomically; return the part file's path."""
+    part = {
+        "version": PART_VERSION,
+        "task_index": task.index,
+        "num_tasks": task.count,
+        "plan": plan_id(plan),
+        "config": config_record(config),
+        "shards": [asdict(r) for r in sorted(results, key=lambda r: r.filename)],
+    }
+    path = fs.join(config.output, task.part_name)
+    temp = fs.join(config.output, temp_name(task.part_name))
+    try:
+        fs.write_atomic(path, json.dumps(part, indent=1).encode(), temp)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def sweep_task(config: ConvertConfig, specs: list[ShardSpec]) -> None:
+    """After a failure: remove the temporary files of this task's shards only."""
+    for spec in specs:
+        fs.remove(fs.join(config.output, temp_name(spec.filename)))
+
+
+@dataclass(frozen=True)
+class Finalized:
+    plan: Plan
+    manifest: dict[str, Any]
+    manifest_path: str
+    num_tasks: int
+
+
+def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Finalized:
+    """Write the manifest of a task-array conversion once every part is complete.
+
+    ``plan_for`` rebuilds the plan from the recorded config (the converter's planning).
+
+    Raises:
+        OutputError: parts or shards are missing, or disagree with each other or with
+            the sources as they are now; each one named.
+    """
+    try:
+        names = fs.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        raise OutputError(f"finalize {directory}: no such directory") from None
+    parts = {n: _read_part(directory, n) for n in names if is_part_file(n)}
+    if not parts:
+        done = MANIFEST_NAME in names
+        raise OutputError(
+            f"finalize {directory}: "
+            + (
+                "already finalized"
+                if done
+                else "holds no task parts (convert --num-tasks N --task-index I writes them)"
+            )
+        )
+    counts = {p["num_tasks"] for p in parts.values()}
+    plans = {p["plan"] for p in parts.values()}
+    if len(counts) > 1 or len(plans) > 1:
+        raise OutputError(
+            f"finalize {directory}: the parts come from different conversions "
+            f"({', '.join(sorted(parts))}); rerun the tasks with the same options"
+        )
+    count = counts.pop()
+    missing = [i for i in range(count) if part_name(i, count) not in parts]
+    if missing:
+        raise OutputError(
+            f"finalize {directory}: {len(missing)} of {count} task(s) have not finished: "
+            f"--task-index {_ranges(missing)}"
+        )
+    first = parts[part_name(0, count)]
+    config = build_config(first["config"])
+    if not _same_directory(config.output, directory):
+        raise OutputError(
+            f"finalize {directory}: the tasks wrote to --output {config.output}; run "
+            "finalize where that path names this directory"
+        )
+    plan = plan_for(config)
+    if plan_id(plan) != first["plan"]:
+        raise OutputError(
+            f"finalize {directory}: the plan built from the sources now differs from the "
+            "tasks' plan (sources changed since the tasks ran?); rerun the tasks"
+        )
+    results = [ShardResult(**r) for p in parts.values() for r in p["shards"]]
+    gone = _missing_shards(directory, [asdict(r) for r in results])
+    wanted = {s.filename for s in plan.shards}
+    unlisted = sorted(wanted - {r.filename for r in results})
+    if gone or unlisted:
+        raise OutputError(
+            f"finalize {directory}: shard(s) missing or of the wrong size: "
+            f"{', '.join((gone + unlisted)[:5])}"
+            + (
+                f" and {len(gone) + len(unlisted) - 5} more"
+                if len(gone) + len(unlisted) > 5
+                else ""
+            )
+        )
+    manifest = build_manifest(config, plan, results)
+    path = write_manifest(directory, manifest)
+    for name in names:
+        stale = is_output_file(name) and name not in wanted and not name.endswith(TEMP_SUFFIX)
+        if name in parts or stale:
+            fs.remove(fs.join(directory, name))
+    return Finalized(plan, manifest, path, count)
+
+
+def _read_part(directory: str, name: str) -> dict[str, Any]:
+    path = fs.join(directory, name)
+    try:
+        with fs.open_read(path) as handle:
+            part = json.loads(handle.read())
+        if not isinstance(part, dict) or part.get("version") != PART_VERSION:
+            raise ValueError("unknown version")
+        for key, kind in (("plan", str), ("num_tasks", int), ("config", dict), ("shards", list)):
+            if not isinstance(part.get(key), kind):
+                raise ValueError(f"no {key!r}")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise OutputError(f"task part {path} is unreadable ({exc}); rerun that task") from None
+    return part
+
+
+def _missing_shards(directory: str, shards: list[dict]) -> list[str]:
+    missing = []
+    for shard in shards:
+        path = fs.join(directory, shard["filename"])
+        if not fs.exists(path) or fs.size(path) != shard["num_bytes"]:
+            missing.append(shard["filename"])
+    return missing
+
+
+def _same_directory(recorded: str, directory: str) -> bool:
+    if fs.is_url(recorded) or fs.is_url(directory):
+        return recorded.rstrip("/") == directory.rstrip("/")
+    try:
+        return os.path.samefile(recorded, directory)
+    except OSError:
+        return False
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5' (what SLURM's --array accepts)."""
+    out, start = [], indices[0]
+    for prev, cur in zip(indices, indices[1:] + [None]):
+        if cur is None or cur != prev + 1:
+            out.append(f"{start}-{prev}" if prev > start else f"{start}")
+            start = cur
+    return ",".join(out)
