@@ -8,6 +8,7 @@ decode → re-batch to ``batch_size`` → optional ``map_fn`` → prefetch.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from hdf5_to_records.errors import ManifestError, UsageError
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
+from .service import DEFAULT_PROCESSING_MODE, check_service, distribute
+from .service import processing_mode as service_mode
 from .sources import resolve_sources
 from .spans import SpanReader
 from .spec import load_spec
@@ -53,6 +56,9 @@ def load(
     verify_checksums: bool = False,
     autotune: bool = False,
     allowed_roots: Sequence[str] | None = None,
+    service: str | None = None,
+    processing_mode=None,
+    job_name: str | None = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` over one split of an hdf5-to-records output directory.
 
@@ -73,11 +79,24 @@ def load(
     which must be unchanged since the conversion and lie under the dataset's directory,
     the source directories recorded at conversion, or ``allowed_roots``.
 
+    ``service="grpc://HOST:PORT"`` reads through a tf.data service: its workers read
+    and decode the shards, this process receives the records (index mode: reads their
+    referenced bytes here; see :mod:`reader.service`). ``processing_mode``:
+    ``"distributed_epoch"`` (default: each shard file read by one worker, every example
+    once per epoch) or ``"parallel_epochs"`` (each worker reads everything);
+    ``job_name`` shares one job between several clients. The dataset's length is then
+    unknown, and batches may span epochs.
+
     Raises:
         ManifestError, UnknownName, ShardMissing, ShardCorrupt, UsageError, and for index
         mode SourceNotFound, SourceChanged, SourceRefused.
     """
     _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder)
+    _check_service_options(
+        service, processing_mode, job_name, cache, input_context, num_workers, worker_index
+    )
+    address = check_service(service) if service is not None else None
+    mode = service_mode(processing_mode or DEFAULT_PROCESSING_MODE) if service else None
     spec = load_spec(path)
     chosen = spec.select(_needed(features, supervised))
     if not spec.split(split):
@@ -98,7 +117,11 @@ def load(
     num_examples = sum(s.num_examples for s in shards)
     epochs = None if repeat is True else int(repeat or 1)
 
-    files = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
+    # Service workers may run in another directory: give them absolute paths.
+    paths = [
+        s.path if address is None or "://" in s.path else os.path.abspath(s.path) for s in shards
+    ]
+    files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle and not cache:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     compression = "GZIP" if spec.compression == "gzip" else ""
@@ -138,9 +161,20 @@ def load(
         # Index records hold ~8 MiB of consecutive rows: decode several random records per
         # call so that the within-batch shuffle mixes rows from several places.
         per_call = max(per_call, SHUFFLE_RECORDS_PER_CALL)
-    examples = records.batch(per_call).map(
-        decode, num_parallel_calls=parallel_calls, deterministic=deterministic
-    )
+
+    def decoded(batches):
+        return batches.map(decode, num_parallel_calls=parallel_calls, deterministic=deterministic)
+
+    if address is not None:
+        # Workers run pure ops only: index-mode records cross the service as they are,
+        # and their referenced bytes are read here, where the numpy_function can run.
+        stream = records.batch(per_call)
+        stream = decoded(stream) if spans is None else stream
+        stream = stream.repeat(epochs) if epochs != 1 else stream
+        stream = distribute(stream, address, mode, job_name)
+        examples = decoded(stream) if spans is not None else stream
+    else:
+        examples = decoded(records.batch(per_call))
     if cache_decoded:
         examples = examples.cache(cache_file)
         if shuffle:
@@ -160,12 +194,13 @@ def load(
         ds = _unbatch(examples, chosen).ragged_batch(batch_size, drop_remainder=drop_remainder)
     else:
         ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.apply(
-        tf.data.experimental.assert_cardinality(
-            _cardinality(num_examples, batch_size, drop_remainder)
+    if address is None:
+        ds = ds.apply(
+            tf.data.experimental.assert_cardinality(
+                _cardinality(num_examples, batch_size, drop_remainder)
+            )
         )
-    )
-    if epochs != 1:
+    if epochs != 1 and address is None:
         # Repeating the whole pipeline keeps epochs apart: each one reshuffles the
         # shards and refills the shuffle buffer, and ends with its own last batch.
         ds = ds.repeat(epochs)
@@ -220,6 +255,22 @@ def _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remai
     if repeat is not None and not isinstance(repeat, bool):
         if not isinstance(repeat, int) or repeat < 1:
             raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {repeat!r}")
+
+
+def _check_service_options(
+    service, processing_mode, job_name, cache, input_context, num_workers, worker_index
+) -> None:
+    if service is None:
+        if processing_mode is not None or job_name is not None:
+            raise UsageError("processing_mode= and job_name= need service=")
+        return
+    if cache:
+        raise UsageError("cache= with service=: the service's workers read every epoch")
+    if input_context is not None or num_workers is not None or worker_index is not None:
+        raise UsageError(
+            "input_context=/num_workers= with service=: the service shares the shards "
+            "out (processing_mode=, job_name=)"
+        )
 
 
 def _unbatch(examples, features):

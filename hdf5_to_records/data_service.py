@@ -1,0 +1,82 @@
+"""Start TensorFlow's own tf.data service servers (``hdf5-to-records data-service``).
+
+A dispatcher hands out the work of a ``reader.load(..., service=...)`` pipeline; workers
+run it. Nothing here is ours but the defaults: these are tf.data's servers, and any
+tf.data client can use them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._tf import import_tensorflow
+from .errors import UsageError
+
+_HOST_PORT_RE = re.compile(r"^(?:grpc://)?(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+
+
+def parse_address(text: str, *, option: str) -> str:
+    """``HOST:PORT`` (a ``grpc://`` prefix is dropped).
+
+    Raises:
+        UsageError: anything else, naming ``option``.
+    """
+    match = _HOST_PORT_RE.match(text.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise UsageError(f"{option} {text!r}: expected HOST:PORT")
+    return f"{match['host']}:{int(match['port'])}"
+
+
+def check_port(port: int, *, option: str = "--port") -> int:
+    if not 0 <= port < 65536:
+        raise UsageError(f"{option} {port}: expected 0..65535 (0: any free port)")
+    return port
+
+
+def start_dispatcher(*, port: int, work_dir: str | None = None, fault_tolerant: bool = False):
+    """Start a dispatcher on ``port`` (0: any free one); returns the server (running).
+
+    ``work_dir`` with ``fault_tolerant`` journals its state so that a restarted
+    dispatcher carries on with the same jobs.
+
+    Raises:
+        UsageError: the port is taken or invalid, or fault tolerance lacks a work_dir.
+    """
+    tf = import_tensorflow()
+    service = tf.data.experimental.service
+    check_port(port)
+    if fault_tolerant and not work_dir:
+        raise UsageError("--fault-tolerant needs --work-dir (where the journal is kept)")
+    config = service.DispatcherConfig(
+        port=port, work_dir=work_dir, fault_tolerant_mode=fault_tolerant
+    )
+    try:
+        return service.DispatchServer(config)
+    except (tf.errors.OpError, RuntimeError) as exc:
+        raise UsageError(f"--port {port}: cannot start a dispatcher ({_first_line(exc)})") from None
+
+
+def start_worker(*, dispatcher: str, port: int = 0, worker_address: str | None = None):
+    """Start a worker registered with ``dispatcher`` (``HOST:PORT``); returns the server.
+
+    ``worker_address`` is how clients reach this worker (default ``localhost:PORT``,
+    which suits a worker beside its trainer; give ``HOSTNAME:%port%`` otherwise).
+
+    Raises:
+        UsageError: bad addresses or port, or the port is taken.
+    """
+    tf = import_tensorflow()
+    service = tf.data.experimental.service
+    check_port(port)
+    address = parse_address(dispatcher, option="--dispatcher")
+    kwargs = {"worker_address": worker_address} if worker_address else {}
+    config = service.WorkerConfig(dispatcher_address=address, port=port, **kwargs)
+    try:
+        return service.WorkerServer(config)
+    except (tf.errors.OpError, RuntimeError) as exc:
+        raise UsageError(f"--port {port}: cannot start a worker ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,90 @@
+"""Reading through tf.data service: where each stage of ``reader.load`` runs.
+
+On the service workers (pure TensorFlow ops, so any worker process can run them): the
+shard file list, its shuffle, the parallel interleave of TFRecordDatasets, the record
+shuffle, batching records and, for copied features, parsing and decoding them; epochs
+repeat there too. In the client (the process that called ``reader.load``): reading the
+referenced bytes of index-mode features (a ``numpy_function``: Python cannot run on a
+worker in another process), the within-batch shuffle, re-batching, ``map_fn`` and
+prefetch.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.errors import UsageError
+
+tf = import_tensorflow()
+
+# distribute's names, plus the sharding policies by name (lower case).
+PROCESSING_MODES = ("distributed_epoch", "parallel_epochs", "off", "dynamic", "file", "data")
+DEFAULT_PROCESSING_MODE = "distributed_epoch"  # every example once per epoch, like a local read
+CONNECT_TIMEOUT_S = 5.0
+_ADDRESS_RE = re.compile(r"^(?:grpc://)?(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+
+
+def check_service(service: str, *, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """The dispatcher address as ``grpc://HOST:PORT``, once it accepts a connection.
+
+    tf.data's client retries an unreachable dispatcher for an hour; a training script
+    pointed at the wrong address should fail at once instead.
+
+    Raises:
+        UsageError: malformed address, or nothing listening there.
+    """
+    match = _ADDRESS_RE.match(service.strip()) if isinstance(service, str) else None
+    if match is None:
+        raise UsageError(f"service={service!r}: expected 'grpc://HOST:PORT'")
+    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"service={service!r}: cannot reach a tf.data service dispatcher at "
+            f"{host}:{port} ({exc.strerror or exc}); start one with "
+            "`hdf5-to-records data-service dispatcher --port PORT`"
+        ) from None
+    return f"grpc://{match['host']}:{port}"
+
+
+def processing_mode(mode):
+    """``distribute``'s processing mode for a name (or a ``ShardingPolicy``, passed on).
+
+    ``distributed_epoch`` (``dynamic``): the shard files are handed out to the workers
+    one at a time, each read once per epoch. ``parallel_epochs`` (``off``): every worker
+    reads the whole split, so a client receives each example once per worker per epoch.
+    ``file``/``data``: static sharding, for clusters started with a fixed worker list.
+
+    Raises:
+        UsageError: an unknown name.
+    """
+    policy = tf.data.experimental.service.ShardingPolicy
+    if isinstance(mode, policy):
+        return mode
+    names = {
+        "distributed_epoch": policy.DYNAMIC,
+        "dynamic": policy.DYNAMIC,
+        "parallel_epochs": policy.OFF,
+        "off": policy.OFF,
+        "file": policy.FILE,
+        "data": policy.DATA,
+    }
+    if not isinstance(mode, str) or mode.lower() not in names:
+        raise UsageError(
+            f"processing_mode={mode!r}: expected one of {', '.join(PROCESSING_MODES)} "
+            "or a tf.data.experimental.service.ShardingPolicy"
+        )
+    return names[mode.lower()]
+
+
+def distribute(dataset, service: str, mode, job_name: str | None):
+    """``dataset``, produced by the service's workers and consumed here."""
+    return dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=processing_mode(mode), service=service, job_name=job_name
+        )
+    )
