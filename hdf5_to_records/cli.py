@@ -186,6 +186,21 @@ def main(verbose: int) -> None:
     metavar="I",
     help="Which part of --num-tasks to convert, 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID).",
 )
+@click.option(
+    "--runner",
+    type=click.Choice(["local", "beam"]),
+    default="local",
+    show_default=True,
+    help="local: worker processes here. beam: an Apache Beam pipeline (needs the [beam] extra).",
+)
+@click.option(
+    "--beam-option",
+    "beam_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Beam pipeline option (repeatable), e.g. runner=DataflowRunner, project=P, "
+    "direct_num_workers=2. Default runner: DirectRunner.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @_debug_option
 @click.pass_context
@@ -196,6 +211,8 @@ def convert(
     debug: bool,
     num_tasks: int | None,
     task_index: int | None,
+    runner: str,
+    beam_options: tuple[str, ...],
     **options,
 ) -> None:
     """Convert SOURCES (HDF5 files or globs) into sharded TFRecord files in --output."""
@@ -214,13 +231,22 @@ def convert(
 
         config = build_config(given, yaml_path=config_file)
         task = _task(num_tasks, task_index)
+        if beam_options and runner != "beam":
+            raise click.UsageError("--beam-option needs --runner beam")
+        if runner == "beam" and task is not None:
+            raise click.UsageError("--runner beam and --num-tasks are alternatives; pick one")
         bar = _ProgressBar()
         started = time.perf_counter()
         try:
             with _sigterm_as_interrupt():
-                result = run_convert(
-                    config, dry_run=dry_run, on_start=bar.start, progress=bar.advance, task=task
-                )
+                if runner == "beam" and not dry_run:
+                    from .beam_runner import convert_on_beam
+
+                    result = convert_on_beam(config, beam_options=beam_options)
+                else:
+                    result = run_convert(
+                        config, dry_run=dry_run, on_start=bar.start, progress=bar.advance, task=task
+                    )
         finally:
             bar.close()
         if dry_run:

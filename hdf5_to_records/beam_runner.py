@@ -1,0 +1,139 @@
+"""Run the conversion plan as an Apache Beam pipeline (``convert --runner beam``).
+
+The same plan and the same shard writer as a local run: one shard per element, spread
+over the runner's workers (Dataflow, Flink, Spark, or the DirectRunner here), then one
+last step, once every shard is done, writes the manifest with the local run's code. The
+output is byte-identical to a local conversion.
+
+    shard indices -> Reshuffle -> write shard (one per element) -> ToList -> manifest
+
+Beam retries failed work itself, so ``--resume`` does not apply; a failed pipeline
+leaves no manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .config import ConvertConfig
+from .converter import ConvertResult, _check_space, make_job, plan_conversion
+from .errors import UsageError
+from .manifest import build_manifest, read_manifest, write_manifest
+from .output import prepare_output
+from .plan import Plan, ShardSpec
+from .reading import ShardReader
+from .transform import load_transform
+from .writer import Job, ShardResult, write_shard
+
+_root = logging.getLogger()
+_quiet = _root.getEffectiveLevel() >= logging.WARNING
+_level = _root.level
+if _quiet:  # Beam warns on import about Google Cloud clients it does not need here
+    _root.setLevel(logging.ERROR)
+    # and logs the traceback of a failed step, which the CLI reports in one line.
+    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+try:
+    import apache_beam as beam
+except ImportError:  # an optional extra: `pip install 'hdf5-to-records[beam]'`
+    beam = None
+finally:
+    _root.setLevel(_level)
+
+log = logging.getLogger(__name__)
+DEFAULT_RUNNER = "DirectRunner"
+
+
+def parse_beam_options(pairs: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` (or a bare ``KEY`` flag) -> Beam's ``--KEY=VALUE`` arguments.
+
+    Raises:
+        UsageError: Beam is not installed, or a key is not a Beam pipeline option.
+    """
+    beam = _import_beam()
+    flags = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise UsageError(f"--beam-option {pair!r}: expected KEY=VALUE")
+        flags.append(f"--{key}={value}" if sep else f"--{key}")
+    if not any(f.startswith(("--runner=", "--runner ")) for f in flags):
+        flags.append(f"--runner={DEFAULT_RUNNER}")
+    options = beam.options.pipeline_options.PipelineOptions(flags)
+    known = options.get_all_options(retain_unknown_options=False)
+    for flag, pair in zip(flags, pairs):
+        key = flag[2:].partition("=")[0].replace("-", "_")
+        if key not in known:
+            raise UsageError(f"--beam-option {pair!r}: {key!r} is not a Beam pipeline option")
+    return flags
+
+
+def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) -> ConvertResult:
+    """Convert with an Apache Beam pipeline; ``beam_options`` as ``KEY=VALUE`` strings.
+
+    Raises:
+        UsageError: Beam missing, unknown Beam options, ``--resume``.
+        Hdf5ToRecordsError: as a local conversion; errors inside the pipeline surface as
+            the runner reports them.
+    """
+    beam = _import_beam()
+    if config.resume:
+        raise UsageError(
+            "--resume with --runner beam: Beam retries failed work itself; rerun with --overwrite"
+        )
+    flags = parse_beam_options(beam_options)
+    plan = plan_conversion(config)
+    _check_space(config, plan.shards)
+    state = prepare_output(config, plan)
+    job = make_job(config, plan)
+    if config.shuffle and any(f.chunk_rows > 1 for f in plan.sources.files):
+        log.info("--runner beam reads shuffled rows straight from the chunks (no staging)")
+    options = beam.options.pipeline_options.PipelineOptions(flags)
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = (
+                pipeline
+                | "Shards" >> beam.Create(range(len(plan.shards)))
+                | "Spread" >> beam.Reshuffle()
+                | "Write" >> beam.ParDo(_WriteShard(job, plan.shards))
+                | "Gather" >> beam.combiners.ToList()
+                | "Manifest" >> beam.Map(_finalize, config=config, plan=plan)
+            )
+    except BaseException:
+        state.sweep()
+        state.finish()  # no --resume on Beam: no state file to mislead one
+        raise
+    state.finish()
+    return ConvertResult(plan, read_manifest(config.output), config.output)
+
+
+class _WriteShard(beam.DoFn if beam is not None else object):
+    """Writes one shard per element; each worker opens its own HDF5 files."""
+
+    def __init__(self, job: Job, specs: tuple[ShardSpec, ...]):
+        super().__init__()
+        self._job, self._specs = job, specs
+        self._reader = self._transform = None
+
+    def setup(self) -> None:
+        self._reader = ShardReader(self._job.sources, self._job.read_features)
+        self._transform = load_transform(self._job.transform) if self._job.transform else None
+
+    def process(self, index: int):
+        yield write_shard(self._job, self._specs[index], self._reader, transform=self._transform)
+
+    def teardown(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+def _finalize(results: list[ShardResult], *, config: ConvertConfig, plan: Plan) -> str:
+    """The pipeline's last step: every shard is written, so commit the manifest."""
+    return write_manifest(config.output, build_manifest(config, plan, results))
+
+
+def _import_beam():
+    if beam is None:
+        raise UsageError("--runner beam needs Apache Beam: pip install 'hdf5-to-records[beam]'")
+    return beam
