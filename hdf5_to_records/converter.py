@@ -97,8 +97,8 @@ def convert(
 
 
 def _convert_task(config, plan, task, staging, on_start, progress) -> ConvertResult:
-    todo = prepare_task_output(config, plan, task)
-    if not todo and config.resume:
+    todo, complete = prepare_task_output(config, plan, task)
+    if complete:
         return ConvertResult(plan, None, None, skipped_shards=len(task.shards(plan)))
     _check_space(config, todo)
     if on_start is not None:

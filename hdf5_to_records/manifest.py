@@ -23,7 +23,7 @@ from .writer import ShardResult
 
 FORMAT = "hdf5-to-records"
 FORMAT_VERSION = 1
-_RUN_FLAGS = ("overwrite", "resume", "workers")  # how a run went, not what it made
+RUN_FLAGS = ("overwrite", "resume")  # how a run went, not what it made
 INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
 MANIFEST_NAME = "manifest.json"
 
@@ -127,10 +127,14 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
 
 
 def config_record(config: ConvertConfig) -> dict[str, Any]:
-    """How the output was made, as the manifest records it. Run flags (--overwrite,
-    --resume, --workers) say how one run went: a resumed, task-array or Beam run's
-    manifest must equal an uninterrupted local one's."""
-    return {k: v for k, v in config.to_json().items() if k not in _RUN_FLAGS}
+    """How the output was made, as the manifest records it: a resumed, task-array or
+    Beam run's manifest equals an uninterrupted local one's. Run flags (--overwrite,
+    --resume) are left out, and --workers unless it set the shard count (by default a
+    multiple of it; --num-shards or --shard-size fix the count instead)."""
+    skip = RUN_FLAGS
+    if config.num_shards is not None or config.shard_size is not None:
+        skip += ("workers",)
+    return {k: v for k, v in config.to_json().items() if k not in skip}
 
 
 def _reference_path(path: str, output: str) -> str:

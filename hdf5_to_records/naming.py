@@ -17,6 +17,7 @@ _SHARD_RE = re.compile(
     r"\.tfrecord-(?P<index>\d{5,})-of-(?P<num>\d{5,})$"
 )
 TEMP_SUFFIX = ".incomplete"
+_PART_RE = re.compile(r"^\.hdf5-to-records-task-\d{5,}-of-\d{5,}\.json$")
 
 
 def temp_name(filename: str) -> str:
@@ -74,6 +75,15 @@ class ShardedFileTemplate:
         if match is None or match["name"] != self.name:
             return None
         return ShardName(match["name"], match["split"], int(match["index"]), int(match["num"]))
+
+
+def part_name(index: int, count: int) -> str:
+    """The hidden file a task of a task array writes once its shards are complete."""
+    return f".hdf5-to-records-task-{index:05d}-of-{count:05d}.json"
+
+
+def is_part_file(filename: str) -> bool:
+    return _PART_RE.match(filename) is not None
 
 
 def is_output_file(filename: str) -> bool:

@@ -17,7 +17,7 @@ from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
 from .manifest import MANIFEST_NAME
-from .naming import TEMP_SUFFIX, is_output_file, temp_name
+from .naming import TEMP_SUFFIX, is_output_file, is_part_file, temp_name
 from .plan import Plan
 from .writer import ShardResult
 
@@ -116,7 +116,11 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
         fs.remove(fs.join(out, MANIFEST_NAME))
         wanted = {s.filename for s in plan.shards}
         for name in existing:
-            stale = is_output_file(name) and (config.overwrite or name not in wanted)
+            # Task-array parts describe another run's shards: a later finalize must not
+            # put them back in charge.
+            stale = (is_output_file(name) and (config.overwrite or name not in wanted)) or (
+                is_part_file(name)
+            )
             if stale and name != STATE_NAME:
                 fs.remove(fs.join(out, name))
     except PermissionError:

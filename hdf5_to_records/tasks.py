@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,14 +20,14 @@ from typing import Any
 from . import fs
 from .config import ConvertConfig, build_config
 from .errors import OutputError, UsageError
-from .manifest import MANIFEST_NAME, build_manifest, config_record, write_manifest
-from .naming import TEMP_SUFFIX, is_output_file, temp_name
+from .manifest import MANIFEST_NAME, RUN_FLAGS, build_manifest, write_manifest
+from .naming import TEMP_SUFFIX, is_output_file, is_part_file, part_name, temp_name
+from .output import STATE_NAME
 from .plan import Plan, ShardSpec
 from .writer import ShardResult
 
 log = logging.getLogger(__name__)
 PART_VERSION = 1
-_PART_RE = re.compile(r"^\.hdf5-to-records-task-(\d{5,})-of-(\d{5,})\.json$")
 
 
 @dataclass(frozen=True)
@@ -61,15 +60,6 @@ class TaskSlice:
         return [s for i, s in enumerate(plan.shards) if i % self.count == self.index]
 
 
-def part_name(index: int, count: int) -> str:
-    """The hidden file a task writes once all its shards are complete."""
-    return f".hdf5-to-records-task-{index:05d}-of-{count:05d}.json"
-
-
-def is_part_file(name: str) -> bool:
-    return _PART_RE.match(name) is not None
-
-
 def plan_id(plan: Plan) -> str:
     """One fingerprint for the whole plan: tasks and finalize must agree on it."""
     import hashlib
@@ -80,48 +70,59 @@ def plan_id(plan: Plan) -> str:
     return digest.hexdigest()
 
 
-def prepare_task_output(config: ConvertConfig, plan: Plan, task: TaskSlice) -> list[ShardSpec]:
-    """Make the output directory ready for one task; return the shards it must write.
+def prepare_task_output(
+    config: ConvertConfig, plan: Plan, task: TaskSlice
+) -> tuple[list[ShardSpec], bool]:
+    """Make the output directory ready for one task: the shards it must write, and
+    whether it is already complete (``--resume`` and a matching part).
 
     Other tasks write into the same directory at the same time, so a task touches only
     its own files. Refused (unless ``--overwrite``, which removes them) when the
-    directory holds a manifest or the parts of a different conversion. With ``--resume``
-    a task whose part is complete and matches the plan has nothing left to do.
+    directory holds a manifest, the state of an interrupted local run, or parts of a
+    different conversion or task count (unreadable parts count as different).
 
     Raises:
         OutputError: the output is not a directory, holds another conversion, or cannot
             be written.
     """
     out = config.output
-    own = task.shards(plan)
     expected = plan_id(plan)
     try:
         if fs.exists(out) and not fs.isdir(out):
             raise OutputError(f"--output {out}: exists and is not a directory")
         fs.makedirs(out)
         names = fs.listdir(out)
-        foreign = [n for n in names if is_part_file(n) and _read_part(out, n)["plan"] != expected]
-        finished = MANIFEST_NAME in names
-        if (foreign or finished) and not config.overwrite:
-            what = f"task part {foreign[0]}" if foreign else MANIFEST_NAME
+        parts = {n: _try_read_part(out, n) for n in names if is_part_file(n)}
+        foreign = [
+            n
+            for n, p in parts.items()
+            if n != task.part_name
+            and (p is None or p["plan"] != expected or p["num_tasks"] != task.count)
+        ]
+        other_runs = foreign + [n for n in (MANIFEST_NAME, STATE_NAME) if n in names]
+        if other_runs and not config.overwrite:
+            first = other_runs[0]
             raise OutputError(
-                f"--output {out}: holds {what} of a different or already finalized "
-                "conversion (other options, sources or --num-tasks?); use a new directory "
-                "or --overwrite"
+                f"--output {out}: holds {'task part ' if first in parts else ''}{first} "
+                "of a different, interrupted or "
+                "already finalized conversion (other options, sources or --num-tasks?); "
+                "use a new directory or --overwrite"
             )
-        for name in foreign + ([MANIFEST_NAME] if finished else []):
+        for name in other_runs:
             fs.remove(fs.join(out, name))
-        if config.resume and task.part_name in names:
-            part = _read_part(out, task.part_name)
-            if part["plan"] == expected and not _missing_shards(out, part["shards"]):
+        own = parts.get(task.part_name)
+        if config.resume and own is not None and own["plan"] == expected:
+            if not _missing_shards(out, own["shards"]):
                 log.info("task %d of %d is already complete", task.index, task.count)
-                return []
+                return [], True
         fs.remove(fs.join(out, task.part_name))
+    except OutputError:
+        raise
     except PermissionError:
         raise OutputError(f"--output {out}: permission denied") from None
     except OSError as exc:
         raise OutputError(f"--output {out}: cannot be written ({exc.strerror or exc})") from None
-    return own
+    return task.shards(plan), False
 
 
 def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> str:
@@ -131,7 +132,8 @@ def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> s
         "task_index": task.index,
         "num_tasks": task.count,
         "plan": plan_id(plan),
-        "config": config_record(config),
+        # Every option, --workers included: it sets the default shard count.
+        "config": {k: v for k, v in config.to_json().items() if k not in RUN_FLAGS},
         "shards": [asdict(r) for r in sorted(results, key=lambda r: r.filename)],
     }
     path = fs.join(config.output, task.part_name)
@@ -229,6 +231,13 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
         if name in parts or stale:
             fs.remove(fs.join(directory, name))
     return Finalized(plan, manifest, path, count)
+
+
+def _try_read_part(directory: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _read_part(directory, name)
+    except OutputError:
+        return None
 
 
 def _read_part(directory: str, name: str) -> dict[str, Any]:
