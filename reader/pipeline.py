@@ -165,16 +165,43 @@ def load(
     def decoded(batches):
         return batches.map(decode, num_parallel_calls=parallel_calls, deterministic=deterministic)
 
+    def batched(examples):
+        """Decoded record batches -> the elements the caller asked for."""
+        if shuffle:
+            examples = examples.map(_shuffle_within(seed, ragged))
+        if batch_size is None:
+            ds = _unbatch(examples, chosen)
+            if ragged:
+                ds = ds.map(_dense_example)
+        elif ragged:
+            ds = _unbatch(examples, chosen).ragged_batch(batch_size, drop_remainder=drop_remainder)
+        else:
+            ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
+        if supervised is not None:
+            x_names, y_names = supervised
+            ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
+        if map_fn is not None:
+            ds = ds.map(map_fn, num_parallel_calls=parallel_calls, deterministic=deterministic)
+        return ds
+
+    options = tf.data.Options()
+    # Measured on scene rows (benchmarks/read_bench.py): with the autotuner on, each pass
+    # settled at random on ~1.1 cores (~6k examples/s) or ~1.7 cores (~9k); off, 16 of
+    # 16 passes ran at 8-10.5k. AUTOTUNE parallelism then means "the core count".
+    options.autotune.enabled = autotune
     if address is not None:
-        # Workers run pure ops only: index-mode records cross the service as they are,
-        # and their referenced bytes are read here, where the numpy_function can run.
-        stream = records.batch(per_call)
-        stream = decoded(stream) if spans is None else stream
+        # Service workers run pure ops only. Copy mode: everything up to the finished
+        # batches (and map_fn) runs there. Index mode: the records cross the service as
+        # they are, and are decoded here, where the numpy_function can run.
+        if spans is None:
+            stream = batched(decoded(records.batch(per_call)))
+        else:
+            stream = records.batch(per_call)
         stream = stream.repeat(epochs) if epochs != 1 else stream
-        stream = distribute(stream, address, mode, job_name)
-        examples = decoded(stream) if spans is not None else stream
-    else:
-        examples = decoded(records.batch(per_call))
+        stream = distribute(stream.with_options(options), address, mode, job_name)
+        ds = batched(decoded(stream)) if spans is not None else stream
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+    examples = decoded(records.batch(per_call))
     if cache_decoded:
         examples = examples.cache(cache_file)
         if shuffle:
@@ -184,36 +211,16 @@ def load(
                 seed=seed,
                 reshuffle_each_iteration=True,
             )
-    if shuffle:
-        examples = examples.map(_shuffle_within(seed, ragged))
-    if batch_size is None:
-        ds = _unbatch(examples, chosen)
-        if ragged:
-            ds = ds.map(_dense_example)
-    elif ragged:
-        ds = _unbatch(examples, chosen).ragged_batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
-    if address is None:
-        ds = ds.apply(
-            tf.data.experimental.assert_cardinality(
-                _cardinality(num_examples, batch_size, drop_remainder)
-            )
+    ds = batched(examples)
+    ds = ds.apply(
+        tf.data.experimental.assert_cardinality(
+            _cardinality(num_examples, batch_size, drop_remainder)
         )
-    if epochs != 1 and address is None:
+    )
+    if epochs != 1:
         # Repeating the whole pipeline keeps epochs apart: each one reshuffles the
         # shards and refills the shuffle buffer, and ends with its own last batch.
         ds = ds.repeat(epochs)
-    if supervised is not None:
-        x_names, y_names = supervised
-        ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
-    if map_fn is not None:
-        ds = ds.map(map_fn, num_parallel_calls=parallel_calls, deterministic=deterministic)
-    options = tf.data.Options()
-    # Measured on scene rows (benchmarks/read_bench.py): with the autotuner on, each pass
-    # settled at random on ~1.1 cores (~6k examples/s) or ~1.7 cores (~9k); off, 16 of
-    # 16 passes ran at 8-10.5k. AUTOTUNE parallelism then means "the core count".
-    options.autotune.enabled = autotune
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 

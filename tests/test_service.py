@@ -248,3 +248,23 @@ def test_cli_dispatcher_serves_until_sigterm(tmp_path):
     errors = [line for line in rest.splitlines() if line.startswith("Error")]
     assert errors == ["Error: stopped"]
     assert "Traceback" not in rest
+
+
+def test_map_fn_and_supervised_run_on_a_worker_in_another_process(remote_only, datasets):
+    """Copy mode finishes the batches on the workers, map_fn included (TF ops only)."""
+
+    def scale(x, y):
+        return x * 2.0, y + 1
+
+    kwargs = dict(batch_size=16, supervised=("points", "id"), map_fn=scale)
+    local = reader.load(datasets["copy"], **kwargs)
+    remote = reader.load(datasets["copy"], service=remote_only, **kwargs)
+
+    def pairs(ds):
+        return collections.Counter(
+            (int(i), p.tobytes()) for x, y in ds.as_numpy_iterator() for p, i in zip(x, y)
+        )
+
+    got = pairs(remote)
+    assert got == pairs(local)
+    assert sum(got.values()) == ROWS
