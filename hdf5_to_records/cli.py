@@ -438,7 +438,8 @@ def worker(dispatcher_address: str, port: int, worker_address: str | None, debug
             dispatcher=dispatcher_address, port=port, worker_address=worker_address
         )
         click.echo(
-            f"worker serving for dispatcher {dispatcher_address} on port {server._address}",
+            f"worker serving at {getattr(server, '_address', '?')} for dispatcher "
+            f"{dispatcher_address}",
             err=True,
         )
         _serve(server)

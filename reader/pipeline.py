@@ -19,7 +19,13 @@ from hdf5_to_records.errors import ManifestError, UsageError
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
-from .service import DEFAULT_PROCESSING_MODE, check_service, distribute
+from .service import (
+    DEFAULT_PROCESSING_MODE,
+    DEFAULT_SERVICE_COMPRESSION,
+    check_compression,
+    check_service,
+    distribute,
+)
 from .service import processing_mode as service_mode
 from .sources import resolve_sources
 from .spans import SpanReader
@@ -59,6 +65,7 @@ def load(
     service: str | None = None,
     processing_mode=None,
     job_name: str | None = None,
+    service_compression: str | None = DEFAULT_SERVICE_COMPRESSION,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` over one split of an hdf5-to-records output directory.
 
@@ -84,8 +91,10 @@ def load(
     referenced bytes here; see :mod:`reader.service`). ``processing_mode``:
     ``"distributed_epoch"`` (default: each shard file read by one worker, every example
     once per epoch) or ``"parallel_epochs"`` (each worker reads everything);
-    ``job_name`` shares one job between several clients. The dataset's length is then
-    unknown, and batches may span epochs.
+    ``job_name`` shares one job between several clients; ``service_compression="AUTO"``
+    compresses elements on the workers (off by default: see :mod:`reader.service`). The
+    dataset's length is then unknown; copy mode forms batches on the workers, so each
+    worker's last batch of an epoch may be short.
 
     Raises:
         ManifestError, UnknownName, ShardMissing, ShardCorrupt, UsageError, and for index
@@ -95,7 +104,10 @@ def load(
     _check_service_options(
         service, processing_mode, job_name, cache, input_context, num_workers, worker_index
     )
+    if service is None and service_compression is not None:
+        raise UsageError("service_compression= needs service=")
     address = check_service(service) if service is not None else None
+    service_compression = check_compression(service_compression)
     mode = service_mode(processing_mode or DEFAULT_PROCESSING_MODE) if service else None
     spec = load_spec(path)
     chosen = spec.select(_needed(features, supervised))
@@ -198,7 +210,9 @@ def load(
         else:
             stream = records.batch(per_call)
         stream = stream.repeat(epochs) if epochs != 1 else stream
-        stream = distribute(stream.with_options(options), address, mode, job_name)
+        stream = distribute(
+            stream.with_options(options), address, mode, job_name, service_compression
+        )
         ds = batched(decoded(stream)) if spans is not None else stream
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
     examples = decoded(records.batch(per_call))

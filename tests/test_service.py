@@ -143,6 +143,13 @@ def test_distributed_epoch_reads_every_example_exactly_once(cluster, datasets, m
     assert set(got.values()) == {1}
 
 
+def test_compressed_elements_read_the_same(cluster, datasets):
+    ds = reader.load(
+        datasets["copy"], batch_size=10, service=cluster["target"], service_compression="AUTO"
+    )
+    assert collections.Counter(_examples(ds)) == _truth(datasets["source"])
+
+
 def test_repeated_epochs_through_the_service(cluster, datasets):
     ds = reader.load(
         datasets["copy"], batch_size=32, shuffle=True, seed=1, repeat=3, service=cluster["target"]
@@ -204,6 +211,8 @@ def test_a_worker_in_another_process_serves_copy_and_index_datasets(remote_only,
         (dict(job_name="x"), "need service="),
         (dict(service="SERVICE", processing_mode="sideways"), "processing_mode='sideways'"),
         (dict(service="SERVICE", cache=True), "cache= with service="),
+        (dict(service_compression="AUTO"), "service_compression= needs service="),
+        (dict(service="SERVICE", service_compression="zstd"), "expected None or 'AUTO'"),
         (dict(service="SERVICE", num_workers=2, worker_index=0), "num_workers= with service="),
     ],
 )
