@@ -24,6 +24,10 @@ demo: $(VENV)/.installed
 	$(CLI) verify $(DEMO_DIR)/index --deep
 	$(CLI) info $(DEMO_DIR)/index
 	$(CLI) bench $(DEMO_DIR)/index --split train --batch-size 32 --epochs 3
+	$(CLI) convert --config configs/demo.yaml --output $(DEMO_DIR)/tasks --overwrite --num-tasks 2 --task-index 0
+	$(CLI) convert --config configs/demo.yaml --output $(DEMO_DIR)/tasks --overwrite --num-tasks 2 --task-index 1
+	$(CLI) finalize $(DEMO_DIR)/tasks
+	$(CLI) verify $(DEMO_DIR)/tasks
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
