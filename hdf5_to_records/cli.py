@@ -360,25 +360,27 @@ def _print_plan(summary: dict) -> None:
             click.echo(f"    ... ({len(info['files']) - 3} more)")
 
 
-def _print_result(
-    manifest: dict, output: str, seconds: float, skipped: int, *, verb: str = "wrote"
-) -> None:
+def _print_result(manifest: dict, output: str, seconds: float, skipped: int) -> None:
     total = sum(s["num_bytes"] for s in manifest["splits"].values())
     examples = sum(s["num_examples"] for s in manifest["splits"].values())
     referenced = [f for f in manifest["features"] if f.get("storage") == "reference"]
     if referenced:
         names = ", ".join(f["name"] for f in referenced)
         click.echo(
-            f"{verb} {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s; "
+            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s; "
             f"{names} referenced in the HDF5 sources, not copied"
             + (f"; {skipped} shard(s) were already complete" if skipped else "")
         )
     else:
         click.echo(
-            f"{verb} {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s"
-            + (f" ({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)" if verb == "wrote" else "")
+            f"wrote {examples} examples, {total / 1e6:.1f} MB to {output} in {seconds:.1f} s "
+            f"({total / 1e6 / max(seconds, 1e-9):.0f} MB/s)"
             + (f"; {skipped} shard(s) were already complete" if skipped else "")
         )
+    _print_splits(manifest)
+
+
+def _print_splits(manifest: dict) -> None:
     for split, info in manifest["splits"].items():
         click.echo(f"  {split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
 
@@ -393,9 +395,15 @@ def finalize(directory: str, debug: bool) -> None:
     with _errors(debug):
         from .converter import finalize as run_finalize
 
-        started = time.perf_counter()
         result = run_finalize(directory)
-    _print_result(result.manifest, directory, time.perf_counter() - started, 0, verb="finalized")
+    manifest = result.manifest
+    total = sum(s["num_bytes"] for s in manifest["splits"].values())
+    examples = sum(s["num_examples"] for s in manifest["splits"].values())
+    click.echo(
+        f"finalized {directory}: {examples} examples, {total / 1e6:.1f} MB, "
+        f"manifest written; run `hdf5-to-records verify {directory}` to check the shards"
+    )
+    _print_splits(manifest)
 
 
 @main.group("data-service")

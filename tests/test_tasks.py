@@ -200,7 +200,7 @@ def test_cli_tasks_with_two_workers_finalize_and_verify(sources, tmp_path):
     assert second.exit_code == 0, second.output
     done = cli("finalize", out)
     assert done.exit_code == 0, done.output
-    assert done.stdout.startswith(f"finalized {ROWS + SECOND_ROWS} examples"), done.stdout
+    assert done.stdout.startswith(f"finalized {out}: {ROWS + SECOND_ROWS} examples"), done.stdout
     assert_same_files(out, ref)
     checked = cli("verify", out, "--deep")
     assert checked.exit_code == 0, checked.output
