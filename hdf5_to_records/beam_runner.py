@@ -18,13 +18,14 @@ from collections.abc import Sequence
 
 from .config import ConvertConfig
 from .converter import ConvertResult, _check_space, make_job, plan_conversion
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .manifest import build_manifest, read_manifest, write_manifest
 from .output import prepare_output
-from .plan import Plan, ShardSpec
+from .plan import Plan
 from .reading import ShardReader
+from .tasks import plan_id
 from .transform import load_transform
-from .writer import Job, ShardResult, write_shard
+from .writer import ShardResult, write_shard
 
 _root = logging.getLogger()
 _quiet = _root.getEffectiveLevel() >= logging.WARNING
@@ -84,9 +85,10 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
         )
     flags = parse_beam_options(beam_options)
     plan = plan_conversion(config)
+    expected = plan_id(plan)
+    _PLANS[expected] = plan  # the DirectRunner's in-process workers need not plan again
     _check_space(config, plan.shards)
     state = prepare_output(config, plan)
-    job = make_job(config, plan)
     if config.shuffle and any(f.chunk_rows > 1 for f in plan.sources.files):
         log.info("--runner beam reads shuffled rows straight from the chunks (no staging)")
     options = beam.options.pipeline_options.PipelineOptions(flags)
@@ -96,40 +98,67 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
                 pipeline
                 | "Shards" >> beam.Create(range(len(plan.shards)))
                 | "Spread" >> beam.Reshuffle()
-                | "Write" >> beam.ParDo(_WriteShard(job, plan.shards))
+                | "Write" >> beam.ParDo(_WriteShard(config, expected))
                 | "Gather" >> beam.combiners.ToList()
-                | "Manifest" >> beam.Map(_finalize, config=config, plan=plan)
+                | "Manifest" >> beam.Map(_finalize, config=config, expected=expected)
             )
     except BaseException:
         state.sweep()
         state.finish()  # no --resume on Beam: no state file to mislead one
         raise
+    finally:
+        _PLANS.pop(expected, None)
     state.finish()
     return ConvertResult(plan, read_manifest(config.output), config.output)
+
+
+# Plans by plan_id, per process. The pipeline carries only the config and the plan's id:
+# the plan holds every selected example's row and file index (~12 bytes each), too much
+# for a job graph (Dataflow refuses graphs over ~10 MB); each worker process rebuilds it
+# from the sources, as each task of a task array does, and checks it is the same plan.
+_PLANS: dict[str, Plan] = {}
+
+
+def _plan_for(config: ConvertConfig, expected: str) -> Plan:
+    plan = _PLANS.get(expected)
+    if plan is None:
+        plan = plan_conversion(config)
+        if plan_id(plan) != expected:
+            raise OutputError(
+                f"--output {config.output}: a Beam worker planned differently from the "
+                "launcher (did the sources change during the run, or does the worker see "
+                "other files at these paths?)"
+            )
+        _PLANS[expected] = plan
+    return plan
 
 
 class _WriteShard(beam.DoFn if beam is not None else object):
     """Writes one shard per element; each worker opens its own HDF5 files."""
 
-    def __init__(self, job: Job, specs: tuple[ShardSpec, ...]):
+    def __init__(self, config: ConvertConfig, expected: str):
         super().__init__()
-        self._job, self._specs = job, specs
-        self._reader = self._transform = None
+        self._config, self._expected = config, expected
+        self._plan = self._job = self._reader = self._transform = None
 
     def setup(self) -> None:
+        self._plan = _plan_for(self._config, self._expected)
+        self._job = make_job(self._config, self._plan)
         self._reader = ShardReader(self._job.sources, self._job.read_features)
         self._transform = load_transform(self._job.transform) if self._job.transform else None
 
     def process(self, index: int):
-        yield write_shard(self._job, self._specs[index], self._reader, transform=self._transform)
+        spec = self._plan.shards[index]
+        yield write_shard(self._job, spec, self._reader, transform=self._transform)
 
     def teardown(self) -> None:
         if self._reader is not None:
             self._reader.close()
 
 
-def _finalize(results: list[ShardResult], *, config: ConvertConfig, plan: Plan) -> str:
+def _finalize(results: list[ShardResult], *, config: ConvertConfig, expected: str) -> str:
     """The pipeline's last step: every shard is written, so commit the manifest."""
+    plan = _plan_for(config, expected)
     return write_manifest(config.output, build_manifest(config, plan, results))
 
 

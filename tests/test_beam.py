@@ -176,3 +176,26 @@ def test_without_beam_installed_the_error_says_how_to_get_it(monkeypatch, tmp_pa
     config = build_config({"sources": ["x.h5"], "output": str(tmp_path / "o")})
     with pytest.raises(UsageError, match=r"pip install 'hdf5-to-records\[beam\]'"):
         convert_on_beam(config)
+
+
+def test_the_pipeline_carries_the_config_not_the_plan(tmp_path, sources):
+    """Workers rebuild the plan (the row indices of every example would not fit in a
+    Dataflow job graph) and refuse one that differs from the launcher's."""
+    import pickle
+
+    from hdf5_to_records.converter import plan_conversion
+    from hdf5_to_records.errors import OutputError
+    from hdf5_to_records.tasks import plan_id
+
+    _, paths = sources
+    config = build_config({"sources": paths, "output": str(tmp_path / "o"), "num_shards": 4})
+    plan = plan_conversion(config)
+    assert len(pickle.dumps(plan)) > 2 * ROWS * 8
+    step = beam_runner._WriteShard(config, plan_id(plan))
+    assert len(pickle.dumps(step)) < 4000
+    beam_runner._PLANS.clear()
+    assert plan_id(beam_runner._plan_for(config, plan_id(plan))) == plan_id(plan)
+    beam_runner._PLANS.clear()
+    with pytest.raises(OutputError, match="a Beam worker planned differently"):
+        beam_runner._plan_for(config, "0" * 64)
+    beam_runner._PLANS.clear()
