@@ -19,6 +19,7 @@ _EXPORTS = {
     "ConvertResult": "converter",
     "read_manifest": "manifest",
     "describe_file": "inspect",
+    "finalize": "converter",
     **{
         name: "errors"
         for name in (
@@ -39,6 +40,10 @@ _EXPORTS = {
             "ShardMissing",
             "ShardCorrupt",
             "UnknownName",
+            "NotReferenceable",
+            "SourceChanged",
+            "SourceRefused",
+            "ServiceUnavailable",
         )
     },
 }

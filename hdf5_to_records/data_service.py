@@ -8,9 +8,10 @@ tf.data client can use them.
 from __future__ import annotations
 
 import re
+import socket
 
 from ._tf import import_tensorflow
-from .errors import UsageError
+from .errors import ServiceUnavailable, UsageError
 
 _HOST_PORT_RE = re.compile(r"^(?:grpc://)?(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
@@ -28,9 +29,37 @@ def parse_address(text: str, *, option: str) -> str:
 
 
 def check_port(port: int, *, option: str = "--port") -> int:
+    """A valid port that nothing listens on yet (gRPC would share a taken one silently).
+
+    Raises:
+        UsageError: out of range.
+        ServiceUnavailable: in use.
+    """
     if not 0 <= port < 65536:
         raise UsageError(f"{option} {port}: expected 0..65535 (0: any free port)")
+    if port:
+        with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError as exc:
+                raise ServiceUnavailable(f"{option} {port}: {exc.strerror or exc}") from None
     return port
+
+
+def check_reachable(address: str, *, option: str, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at ``address`` (TensorFlow would retry forever).
+
+    Raises:
+        ServiceUnavailable: naming ``option`` and the address.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"{option} {address}: no dispatcher answers there ({exc.strerror or exc})"
+        ) from None
 
 
 def start_dispatcher(*, port: int, work_dir: str | None = None, fault_tolerant: bool = False):
@@ -69,6 +98,7 @@ def start_worker(*, dispatcher: str, port: int = 0, worker_address: str | None =
     service = tf.data.experimental.service
     check_port(port)
     address = parse_address(dispatcher, option="--dispatcher")
+    check_reachable(address, option="--dispatcher")
     kwargs = {"worker_address": worker_address} if worker_address else {}
     config = service.WorkerConfig(dispatcher_address=address, port=port, **kwargs)
     try:

@@ -99,3 +99,7 @@ class SourceChanged(Hdf5ToRecordsError, OSError):
 
 class SourceRefused(Hdf5ToRecordsError, PermissionError):
     """A manifest points at a file or byte range the reader will not read."""
+
+
+class ServiceUnavailable(Hdf5ToRecordsError, ConnectionError):
+    """A tf.data service address that nothing answers at, or a port already taken."""

@@ -15,7 +15,7 @@ import re
 import socket
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.errors import UsageError
+from hdf5_to_records.errors import ServiceUnavailable, UsageError
 
 tf = import_tensorflow()
 
@@ -37,7 +37,8 @@ def check_service(service: str, *, timeout: float = CONNECT_TIMEOUT_S) -> str:
     pointed at the wrong address should fail at once instead.
 
     Raises:
-        UsageError: malformed address, or nothing listening there.
+        UsageError: a malformed address.
+        ServiceUnavailable: nothing listening there.
     """
     match = _ADDRESS_RE.match(service.strip()) if isinstance(service, str) else None
     if match is None:
@@ -47,7 +48,7 @@ def check_service(service: str, *, timeout: float = CONNECT_TIMEOUT_S) -> str:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        raise UsageError(
+        raise ServiceUnavailable(
             f"service={service!r}: cannot reach a tf.data service dispatcher at "
             f"{host}:{port} ({exc.strerror or exc}); start one with "
             "`hdf5-to-records data-service dispatcher --port PORT`"

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 import reader
 from hdf5_to_records.cli import main
-from hdf5_to_records.errors import UsageError
+from hdf5_to_records.errors import ServiceUnavailable, UsageError
 
 from records import tf
 
@@ -206,7 +206,6 @@ def test_a_worker_in_another_process_serves_copy_and_index_datasets(remote_only,
     [
         (dict(service="localhost"), "expected 'grpc://HOST:PORT'"),
         (dict(service="http://localhost:80"), "expected 'grpc://HOST:PORT'"),
-        (dict(service="grpc://localhost:1"), "cannot reach a tf.data service dispatcher"),
         (dict(processing_mode="distributed_epoch"), "need service="),
         (dict(job_name="x"), "need service="),
         (dict(service="SERVICE", processing_mode="sideways"), "processing_mode='sideways'"),
@@ -222,6 +221,23 @@ def test_bad_service_options_are_one_line_errors(cluster, datasets, options, mat
     with pytest.raises(UsageError, match=match) as caught:
         reader.load(datasets["copy"], **options)
     assert "\n" not in str(caught.value)
+
+
+def test_an_unreachable_service_fails_at_once():
+    with pytest.raises(ServiceUnavailable, match="cannot reach a tf.data service dispatcher"):
+        reader.load("unused", service=f"grpc://localhost:{_free_port()}")
+
+
+def test_cli_servers_refuse_taken_ports_and_absent_dispatchers(cluster):
+    runner = CliRunner()
+    result = runner.invoke(main, ["data-service", "dispatcher", "--port", str(cluster["port"])])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().endswith(f"--port {cluster['port']}: Address already in use")
+    port = _free_port()
+    result = runner.invoke(main, ["data-service", "worker", "--dispatcher", f"localhost:{port}"])
+    assert result.exit_code == 1, result.output
+    assert f"--dispatcher localhost:{port}: no dispatcher answers there" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_cli_servers_refuse_bad_options():
