@@ -13,12 +13,18 @@ leaves no manifest.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
+import re
+import sys
 from collections.abc import Sequence
 
+from . import errors
 from .config import ConvertConfig
 from .converter import ConvertResult, _check_space, make_job, plan_conversion
-from .errors import OutputError, UsageError
+from .errors import Hdf5ToRecordsError, OutputError, Terminated, UsageError
 from .manifest import build_manifest, read_manifest, write_manifest
 from .output import prepare_output
 from .plan import Plan
@@ -62,11 +68,23 @@ def parse_beam_options(pairs: Sequence[str]) -> list[str]:
     if not any(f.startswith(("--runner=", "--runner ")) for f in flags):
         flags.append(f"--runner={DEFAULT_RUNNER}")
     options = beam.options.pipeline_options.PipelineOptions(flags)
-    known = options.get_all_options(retain_unknown_options=False)
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):  # argparse prints Beam's whole usage text
+            known = options.get_all_options(retain_unknown_options=False)
+    except SystemExit:
+        message = usage.getvalue().strip().splitlines()[-1:] or ["invalid value"]
+        raise UsageError(
+            f"--beam-option: {message[0].removeprefix(os.path.basename(sys.argv[0]) + ': ')}"
+        ) from None
     for flag, pair in zip(flags, pairs):
         key = flag[2:].partition("=")[0].replace("-", "_")
         if key not in known:
             raise UsageError(f"--beam-option {pair!r}: {key!r} is not a Beam pipeline option")
+    try:
+        beam.runners.create_runner(known["runner"])
+    except ValueError as exc:
+        raise UsageError(f"--beam-option runner={known['runner']}: {exc}") from None
     return flags
 
 
@@ -92,8 +110,12 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
     if config.shuffle and any(f.chunk_rows > 1 for f in plan.sources.files):
         log.info("--runner beam reads shuffled rows straight from the chunks (no staging)")
     options = beam.options.pipeline_options.PipelineOptions(flags)
+    # Beam's in-process workers print the traceback of a failed step to stderr before
+    # the error reaches us; we report it in one line (with -v, everything shows).
+    quiet = logging.getLogger().getEffectiveLevel() >= logging.WARNING
+    chatter = contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
     try:
-        with beam.Pipeline(options=options) as pipeline:
+        with chatter, beam.Pipeline(options=options) as pipeline:
             _ = (
                 pipeline
                 | "Shards" >> beam.Create(range(len(plan.shards)))
@@ -102,14 +124,52 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
                 | "Gather" >> beam.combiners.ToList()
                 | "Manifest" >> beam.Map(_finalize, config=config, expected=expected)
             )
-    except BaseException:
+    except BaseException as exc:
         state.sweep()
         state.finish()  # no --resume on Beam: no state file to mislead one
-        raise
+        ours = _surface(exc)
+        if ours is None or ours is exc:
+            raise
+        raise ours from None
     finally:
         _PLANS.pop(expected, None)
     state.finish()
     return ConvertResult(plan, read_manifest(config.output), config.output)
+
+
+_WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
+_OURS = re.compile(r"hdf5_to_records\.errors\.(\w+): (.+)")
+
+
+def _surface(exc: BaseException) -> BaseException | None:
+    """The error to report for a failed pipeline, as one line.
+
+    Runners wrap what a step raised: in the same process, a copy with "[while running
+    'STEP']" appended; across threads or processes, a RuntimeError holding the remote
+    traceback as text. Find ours (or an interrupt) in either; else summarise.
+    """
+    link: BaseException | None = exc
+    while link is not None:
+        if isinstance(link, (Hdf5ToRecordsError, KeyboardInterrupt)):
+            return link
+        link = link.__cause__ or link.__context__
+    text = str(exc)
+    if "hdf5_to_records.errors.Terminated" in text:
+        return Terminated()
+    if "KeyboardInterrupt" in text:
+        return KeyboardInterrupt()
+    found = _OURS.findall(text)
+    if found:
+        name, message = found[-1]
+        kind = getattr(errors, name, Hdf5ToRecordsError)
+        if not (isinstance(kind, type) and issubclass(kind, Hdf5ToRecordsError)):
+            kind = Hdf5ToRecordsError
+        return kind(_WHILE_RUNNING.sub("", message).strip())
+    if not isinstance(exc, Exception):
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = _WHILE_RUNNING.sub("", lines[-1]) if lines else type(exc).__name__
+    return Hdf5ToRecordsError(f"the Beam pipeline failed: {detail}")
 
 
 # Plans by plan_id, per process. The pipeline carries only the config and the plan's id:

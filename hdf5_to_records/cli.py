@@ -46,18 +46,14 @@ class _Interrupted(click.ClickException):
     exit_code = 130
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-
 def _debug_option(func):
     return click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(func)
 
 
 @contextlib.contextmanager
-def _errors(debug: bool):
+def _errors(debug: bool, *, interrupted_hint: str = "rerun with --resume to continue"):
     """Turn library errors into click errors: one line, no traceback."""
-    from .errors import Hdf5ToRecordsError, UsageError
+    from .errors import Hdf5ToRecordsError, Terminated, UsageError
 
     try:
         yield
@@ -71,8 +67,8 @@ def _errors(debug: bool):
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        interrupted = _Interrupted("interrupted; rerun with --resume to continue")
-        interrupted.exit_code = 143 if isinstance(exc, _Terminated) else 130
+        interrupted = _Interrupted(f"interrupted; {interrupted_hint}")
+        interrupted.exit_code = 143 if isinstance(exc, Terminated) else 130
         raise interrupted from None
     except (click.ClickException, click.exceptions.Exit):
         raise
@@ -225,7 +221,12 @@ def convert(
     }
     if "sources" in given and not given["sources"]:
         del given["sources"]
-    with _errors(debug):
+    hint = "rerun with --resume to continue"
+    if runner == "beam":
+        hint = "rerun with --overwrite"
+    elif num_tasks is not None:
+        hint = "rerun this task (--resume keeps a complete one)"
+    with _errors(debug, interrupted_hint=hint):
         from .config import build_config
         from .converter import convert as run_convert
 
@@ -289,7 +290,9 @@ def _sigterm_as_interrupt():
     files removed, the resume state saved."""
 
     def interrupt(signum, frame):
-        raise _Terminated
+        from .errors import Terminated
+
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
@@ -424,8 +427,7 @@ def dispatcher(port: int, work_dir: str | None, fault_tolerant: bool, debug: boo
         from .data_service import start_dispatcher
 
         server = start_dispatcher(port=port, work_dir=work_dir, fault_tolerant=fault_tolerant)
-        click.echo(f"dispatcher serving at {server.target}", err=True)
-        _serve(server)
+        _serve(server, f"dispatcher serving at {server.target}")
 
 
 @data_service.command()
@@ -445,24 +447,28 @@ def worker(dispatcher_address: str, port: int, worker_address: str | None, debug
         server = start_worker(
             dispatcher=dispatcher_address, port=port, worker_address=worker_address
         )
-        click.echo(
+        _serve(
+            server,
             f"worker serving at {getattr(server, '_address', '?')} for dispatcher "
             f"{dispatcher_address}",
-            err=True,
         )
-        _serve(server)
 
 
-def _serve(server) -> None:
-    """Block until Ctrl-C or SIGTERM (``join()`` would not see either), then stop."""
+def _serve(server, ready: str) -> None:
+    """Say ``ready``, block until Ctrl-C or SIGTERM (``join()`` would not see either),
+    then stop. The SIGTERM handler is in place before ``ready`` is printed, so whoever
+    waits for that line may stop the server at once."""
     try:
         with _sigterm_as_interrupt():
+            click.echo(ready, err=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt as exc:
         server.stop()
         stopped = _Interrupted("stopped")
-        stopped.exit_code = 143 if isinstance(exc, _Terminated) else 130
+        from .errors import Terminated
+
+        stopped.exit_code = 143 if isinstance(exc, Terminated) else 130
         raise stopped from None
 
 

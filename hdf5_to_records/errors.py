@@ -103,3 +103,7 @@ class SourceRefused(Hdf5ToRecordsError, PermissionError):
 
 class ServiceUnavailable(Hdf5ToRecordsError, ConnectionError):
     """A tf.data service address that nothing answers at, or a port already taken."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's kill), raised by the CLI and handled like Ctrl-C."""

@@ -20,9 +20,20 @@ TEMP_SUFFIX = ".incomplete"
 _PART_RE = re.compile(r"^\.hdf5-to-records-task-\d{5,}-of-\d{5,}\.json$")
 
 
-def temp_name(filename: str) -> str:
-    """The hidden name any output file is written under until it is complete."""
-    return "." + filename + TEMP_SUFFIX
+def temp_name(filename: str, attempt: str | None = None) -> str:
+    """The hidden name any output file is written under until it is complete.
+
+    ``attempt`` makes it unique per writer: a retried task or Beam bundle may write the
+    same shard while the first attempt still runs, and must not write into its file.
+    """
+    return "." + filename + (f".{attempt}" if attempt else "") + TEMP_SUFFIX
+
+
+def is_temp_of(name: str, filename: str) -> bool:
+    """Whether ``name`` is a temporary file of ``filename`` (any attempt)."""
+    return name.endswith(TEMP_SUFFIX) and (
+        name == temp_name(filename) or name.startswith("." + filename + ".")
+    )
 
 
 def check_name(value: str, *, what: str) -> str:

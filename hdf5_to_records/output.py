@@ -123,6 +123,9 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
             )
             if stale and name != STATE_NAME:
                 fs.remove(fs.join(out, name))
+            elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(out):
+                # A killed run's staging scratch: its name is random, so none is reused.
+                shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     except PermissionError:
         raise OutputError(f"--output {out}: permission denied") from None
     except OutputError:

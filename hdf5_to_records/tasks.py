@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,8 +22,8 @@ from . import fs
 from .config import ConvertConfig, build_config
 from .errors import OutputError, UsageError
 from .manifest import MANIFEST_NAME, RUN_FLAGS, build_manifest, write_manifest
-from .naming import TEMP_SUFFIX, is_output_file, is_part_file, part_name, temp_name
-from .output import STATE_NAME
+from .naming import is_output_file, is_part_file, is_temp_of, part_name, temp_name
+from .output import SCRATCH_PREFIX, STATE_NAME
 from .plan import Plan, ShardSpec
 from .writer import ShardResult
 
@@ -132,6 +133,7 @@ def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> s
         "task_index": task.index,
         "num_tasks": task.count,
         "plan": plan_id(plan),
+        "cwd": os.getcwd(),  # relative paths in the config mean something only there
         # Every option, --workers included: it sets the default shard count.
         "config": {k: v for k, v in config.to_json().items() if k not in RUN_FLAGS},
         "shards": [asdict(r) for r in sorted(results, key=lambda r: r.filename)],
@@ -147,8 +149,11 @@ def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> s
 
 def sweep_task(config: ConvertConfig, specs: list[ShardSpec]) -> None:
     """After a failure: remove the temporary files of this task's shards only."""
+    names = fs.listdir(config.output)
     for spec in specs:
-        fs.remove(fs.join(config.output, temp_name(spec.filename)))
+        for name in names:
+            if is_temp_of(name, spec.filename):
+                fs.remove(fs.join(config.output, name))
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
             f"--task-index {_ranges(missing)}"
         )
     first = parts[part_name(0, count)]
+    _check_working_directory(directory, first)
     config = build_config(first["config"])
     if not _same_directory(config.output, directory):
         raise OutputError(
@@ -226,11 +232,36 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
         )
     manifest = build_manifest(config, plan, results)
     path = write_manifest(directory, manifest)
+    # Every task is done: what is left of killed attempts (temporary shards, staging
+    # scratch) and shards of older plans can go.
     for name in names:
-        stale = is_output_file(name) and name not in wanted and not name.endswith(TEMP_SUFFIX)
-        if name in parts or stale:
+        if name in parts or (is_output_file(name) and name not in wanted):
             fs.remove(fs.join(directory, name))
+        elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(directory):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
     return Finalized(plan, manifest, path, count)
+
+
+def _check_working_directory(directory: str, part: dict[str, Any]) -> None:
+    """Relative paths and transform modules in the tasks' options resolve against the
+    directory the tasks ran in: finalize must run there too to rebuild the same plan."""
+    cwd = part.get("cwd")
+    if not isinstance(cwd, str) or os.path.realpath(cwd) == os.path.realpath(os.getcwd()):
+        return
+    config = part["config"]
+    paths = [*config.get("sources", []), config.get("output", "")]
+    rows = config.get("rows") or ""
+    if rows.startswith("@") and not rows.startswith("@/"):
+        paths.append(rows[1:])
+    relative = [
+        p for p in paths if isinstance(p, str) and not fs.is_url(p) and not os.path.isabs(p)
+    ]
+    if relative or config.get("transform"):
+        what = f"relative paths ({relative[0]})" if relative else "--transform"
+        raise OutputError(
+            f"finalize {directory}: the tasks ran in {cwd} with {what}; run finalize "
+            "from that directory"
+        )
 
 
 def _try_read_part(directory: str, name: str) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import collections
 import errno
 import itertools
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -77,7 +78,9 @@ class ShardResult:
 
 
 def temp_path(job: Job, spec: ShardSpec) -> str:
-    return fs.join(job.output, temp_name(spec.filename))
+    """A temporary name of this attempt alone (see :func:`naming.temp_name`)."""
+    attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return fs.join(job.output, temp_name(spec.filename, attempt))
 
 
 def write_shard(

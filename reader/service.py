@@ -2,11 +2,12 @@
 
 On the service workers (pure TensorFlow ops, so any worker process can run them): the
 shard file list, its shuffle, the parallel interleave of TFRecordDatasets, the record
-shuffle, batching records and, for copied features, parsing and decoding them; epochs
-repeat there too. In the client (the process that called ``reader.load``): reading the
-referenced bytes of index-mode features (a ``numpy_function``: Python cannot run on a
-worker in another process), the within-batch shuffle, re-batching, ``map_fn`` and
-prefetch.
+shuffle, batching records, and the repetition of epochs. For copy-mode datasets also
+parsing and decoding, the within-batch shuffle, re-batching, ``supervised`` and
+``map_fn`` (which must then be TensorFlow ops: no ``py_function``). In the client (the
+process that called ``reader.load``): for index-mode datasets everything from parsing
+on, since reading the referenced bytes is a ``numpy_function`` and Python cannot run on
+a worker in another process; and the final prefetch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hdf5_to_records.errors import ServiceUnavailable, UsageError
 tf = import_tensorflow()
 
 # distribute's names, plus the sharding policies by name (lower case).
-PROCESSING_MODES = ("distributed_epoch", "parallel_epochs", "off", "dynamic", "file", "data")
+PROCESSING_MODES = ("distributed_epoch", "parallel_epochs", "dynamic", "off")
 DEFAULT_PROCESSING_MODE = "distributed_epoch"  # every example once per epoch, like a local read
 # Measured (benchmarks/scale_bench.py, float32 scene rows): tf.data's default snappy
 # compression ("AUTO") cost the client 280 us of CPU per example against 107 without,
@@ -62,7 +63,8 @@ def processing_mode(mode):
     ``distributed_epoch`` (``dynamic``): the shard files are handed out to the workers
     one at a time, each read once per epoch. ``parallel_epochs`` (``off``): every worker
     reads the whole split, so a client receives each example once per worker per epoch.
-    ``file``/``data``: static sharding, for clusters started with a fixed worker list.
+    Static sharding (``ShardingPolicy.FILE`` and others, passed as such) needs a cluster
+    started with a fixed worker list through TensorFlow's own API.
 
     Raises:
         UsageError: an unknown name.
@@ -75,8 +77,6 @@ def processing_mode(mode):
         "dynamic": policy.DYNAMIC,
         "parallel_epochs": policy.OFF,
         "off": policy.OFF,
-        "file": policy.FILE,
-        "data": policy.DATA,
     }
     if not isinstance(mode, str) or mode.lower() not in names:
         raise UsageError(
