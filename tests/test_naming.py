@@ -50,3 +50,24 @@ def test_output_files_are_recognised():
     assert is_output_file(template.filename("train", 0, 1))
     assert is_output_file(template.temp_filename("train", 0, 1))
     assert not is_output_file("notes.txt")
+
+
+def test_each_write_attempt_has_its_own_temporary_name(tmp_path):
+    """A retried task or Beam bundle overlapping a straggler must not share its file."""
+    from hdf5_to_records.naming import is_temp_of, temp_name
+    from hdf5_to_records.writer import temp_path
+
+    class Spec:
+        filename = "d-train.tfrecord-00000-of-00001"
+
+    class Job:
+        output = str(tmp_path)
+
+    first, second = temp_path(Job, Spec), temp_path(Job, Spec)
+    assert first != second
+    for path in (first, second):
+        name = path.rsplit("/", 1)[1]
+        assert is_output_file(name) and is_temp_of(name, Spec.filename)
+        assert not is_temp_of(name, "d-train.tfrecord-00000-of-00002")
+    assert is_temp_of(temp_name(Spec.filename), Spec.filename)
+    assert not is_temp_of(Spec.filename, Spec.filename)
