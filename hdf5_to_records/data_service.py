@@ -13,18 +13,19 @@ import socket
 from ._tf import import_tensorflow
 from .errors import ServiceUnavailable, UsageError
 
+CONNECT_TIMEOUT_S = 5.0
 _HOST_PORT_RE = re.compile(r"^(?:grpc://)?(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 
-def parse_address(text: str, *, option: str) -> str:
+def parse_address(text: str, *, what: str, expected: str = "HOST:PORT") -> str:
     """``HOST:PORT`` (a ``grpc://`` prefix is dropped).
 
     Raises:
-        UsageError: anything else, naming ``option``.
+        UsageError: anything else, starting with ``what`` (the option at fault).
     """
-    match = _HOST_PORT_RE.match(text.strip())
+    match = _HOST_PORT_RE.match(text.strip()) if isinstance(text, str) else None
     if match is None or not 0 < int(match["port"]) < 65536:
-        raise UsageError(f"{option} {text!r}: expected HOST:PORT")
+        raise UsageError(f"{what}: expected {expected}")
     return f"{match['host']}:{int(match['port'])}"
 
 
@@ -46,11 +47,12 @@ def check_port(port: int, *, option: str = "--port") -> int:
     return port
 
 
-def check_reachable(address: str, *, option: str, timeout: float = 5.0) -> None:
-    """Fail at once when nothing listens at ``address`` (TensorFlow would retry forever).
+def check_reachable(address: str, *, what: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail at once when no dispatcher listens at ``address``: TensorFlow's clients and
+    workers would retry for an hour.
 
     Raises:
-        ServiceUnavailable: naming ``option`` and the address.
+        ServiceUnavailable: starting with ``what`` (the option at fault).
     """
     host, _, port = address.rpartition(":")
     try:
@@ -58,7 +60,9 @@ def check_reachable(address: str, *, option: str, timeout: float = 5.0) -> None:
             pass
     except OSError as exc:
         raise ServiceUnavailable(
-            f"{option} {address}: no dispatcher answers there ({exc.strerror or exc})"
+            f"{what}: no tf.data service dispatcher answers at {address} "
+            f"({exc.strerror or exc}); start one with "
+            "`hdf5-to-records data-service dispatcher --port PORT`"
         ) from None
 
 
@@ -97,8 +101,9 @@ def start_worker(*, dispatcher: str, port: int = 0, worker_address: str | None =
     tf = import_tensorflow()
     service = tf.data.experimental.service
     check_port(port)
-    address = parse_address(dispatcher, option="--dispatcher")
-    check_reachable(address, option="--dispatcher")
+    what = f"--dispatcher {dispatcher}"
+    address = parse_address(dispatcher, what=what)
+    check_reachable(address, what=what)
     kwargs = {"worker_address": worker_address} if worker_address else {}
     config = service.WorkerConfig(dispatcher_address=address, port=port, **kwargs)
     try:

@@ -816,8 +816,7 @@ def test_info_of_a_copy_dataset(built):
         source,
     ), source
     assert lines[-1] == (
-        "settings: mode=copy, num_shards=2, compression=none, rows_per_record=3; "
-        "splits train=1.0"
+        "settings: mode=copy, num_shards=2, compression=none, rows_per_record=3; splits train=1.0"
     )
 
 
