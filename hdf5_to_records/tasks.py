@@ -10,6 +10,7 @@ output is byte-identical to one.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -188,14 +189,16 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
                 else "holds no task parts (convert --num-tasks N --task-index I writes them)"
             )
         )
-    counts = {p["num_tasks"] for p in parts.values()}
-    plans = {p["plan"] for p in parts.values()}
-    if len(counts) > 1 or len(plans) > 1:
+    kinds = collections.Counter((p["num_tasks"], p["plan"]) for p in parts.values())
+    if len(kinds) > 1:
+        usual = kinds.most_common(1)[0][0]
+        odd = sorted(n for n, p in parts.items() if (p["num_tasks"], p["plan"]) != usual)
         raise OutputError(
-            f"finalize {directory}: the parts come from different conversions "
-            f"({', '.join(sorted(parts))}); rerun the tasks with the same options"
+            f"finalize {directory}: {len(odd)} of {len(parts)} task part(s) come from a "
+            f"different conversion ({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''}); "
+            "rerun the tasks with the same options"
         )
-    count = counts.pop()
+    count = next(iter(kinds))[0]
     missing = [i for i in range(count) if part_name(i, count) not in parts]
     if missing:
         raise OutputError(
