@@ -51,7 +51,7 @@ def _debug_option(func):
 
 
 @contextlib.contextmanager
-def _errors(debug: bool, *, interrupted_hint: str = "rerun with --resume to continue"):
+def _errors(debug: bool, *, interrupted_hint: str | None = None):
     """Turn library errors into click errors: one line, no traceback."""
     from .errors import Hdf5ToRecordsError, Terminated, UsageError
 
@@ -67,7 +67,9 @@ def _errors(debug: bool, *, interrupted_hint: str = "rerun with --resume to cont
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        interrupted = _Interrupted(f"interrupted; {interrupted_hint}")
+        interrupted = _Interrupted(
+            f"interrupted; {interrupted_hint}" if interrupted_hint else "interrupted"
+        )
         interrupted.exit_code = 143 if isinstance(exc, Terminated) else 130
         raise interrupted from None
     except (click.ClickException, click.exceptions.Exit):
