@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 
 import click
@@ -20,6 +21,7 @@ import click
 from ._version import __version__
 
 log = logging.getLogger("hdf5_to_records")
+SERVER_STOP_TIMEOUT_S = 5.0
 
 
 class _Main(click.Group):
@@ -466,7 +468,11 @@ def _serve(server, ready: str) -> None:
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt as exc:
-        server.stop()
+        # A worker whose dispatcher is already gone can block in stop(): give it a
+        # few seconds, then exit anyway (the process holds nothing else).
+        stopping = threading.Thread(target=server.stop, daemon=True)
+        stopping.start()
+        stopping.join(timeout=SERVER_STOP_TIMEOUT_S)
         stopped = _Interrupted("stopped")
         from .errors import Terminated
 

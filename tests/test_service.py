@@ -37,22 +37,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_worker_process(dispatcher_port: int) -> subprocess.Popen:
-    """A worker in its own process, started as users start one."""
-    proc = subprocess.Popen(
-        [*CLI, "data-service", "worker", "--dispatcher", f"localhost:{dispatcher_port}"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+def _start_worker_process(dispatcher_port: int, log_dir) -> subprocess.Popen:
+    """A worker in its own process, started as users start one. Its stderr goes to a
+    file: a pipe nobody reads could fill up with gRPC's log lines and block it."""
+    log_path = log_dir / f"worker-{dispatcher_port}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [*CLI, "data-service", "worker", "--dispatcher", f"localhost:{dispatcher_port}"],
+            stderr=log_file,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
     deadline = time.monotonic() + 120
-    for line in proc.stderr:  # the worker says when it serves (after importing TF)
-        if line.startswith("worker serving"):
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "worker serving" in log_path.read_text():  # said after importing TF
             return proc
-        if time.monotonic() > deadline:
-            break
+        time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"worker process did not start (exit {proc.wait()})")
+    raise AssertionError(f"worker process did not start: {log_path.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -64,7 +65,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     """A dispatcher and two workers in this process, and one worker in another."""
     port = _free_port()
     dispatcher = service_api.DispatchServer(service_api.DispatcherConfig(port=port))
@@ -72,7 +73,7 @@ def cluster():
         service_api.WorkerServer(service_api.WorkerConfig(dispatcher_address=f"localhost:{port}"))
         for _ in range(2)
     ]
-    remote = _start_worker_process(port)
+    remote = _start_worker_process(port, tmp_path_factory.mktemp("worker-logs"))
     yield {"target": dispatcher.target, "port": port, "num_workers": 3}
     _stop(remote)
     for server in [*workers, dispatcher]:
@@ -80,12 +81,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def remote_only():
+def remote_only(tmp_path_factory):
     """A dispatcher here whose only worker runs in another process: whatever it serves
     ran without this process's Python functions."""
     port = _free_port()
     dispatcher = service_api.DispatchServer(service_api.DispatcherConfig(port=port))
-    remote = _start_worker_process(port)
+    remote = _start_worker_process(port, tmp_path_factory.mktemp("worker-logs"))
     yield dispatcher.target
     _stop(remote)
     dispatcher.stop()
