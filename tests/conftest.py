@@ -8,14 +8,23 @@ The helpers are session-scoped so that hypothesis tests can use them too.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from hdf5_to_records import build_config, convert
+
+# Hypothesis: the same examples on every run and no examples database, so `make test`
+# and CI give one result (HYPOTHESIS_PROFILE=explore searches afresh, locally only;
+# its database lies in .hypothesis/, which git ignores).
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 PLUGIN_LAYOUTS = ("lz4", "blosc", "bitshuffle", "zstd")  # need hdf5plugin, else skipped
 

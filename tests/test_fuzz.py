@@ -48,6 +48,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 NO_SHRINK = [Phase.explicit, Phase.generate]  # fail fast, do not minimise (CI time)
+# Text that becomes bytes (a file's contents): no lone surrogates, which UTF-8 cannot hold.
+UTF8 = st.characters(codec="utf-8")
 
 
 # --- manifests ----------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def test_an_unchanged_manifest_passes_every_check(manifests):
 
 GARBAGE = st.one_of(
     st.binary(max_size=64),
-    st.text(max_size=32).map(str.encode),
+    st.text(UTF8, max_size=32).map(str.encode),
     JSON_VALUES.map(lambda v: json.dumps(v).encode()),
     st.sampled_from([b"", b"\xef\xbb\xbf{}", b"\xff\xfe{\x00}\x00", b"NaN", b"1" * 5000]),
 )
@@ -673,7 +675,7 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 @settings(FUZZ, max_examples=200)
 @given(
     features=st.dictionaries(
-        st.text(max_size=8),
+        st.text(UTF8, max_size=8),
         st.one_of(
             st.lists(st.binary(max_size=8), max_size=4).map(lambda v: ("bytes", v)),
             st.lists(INT64, max_size=4).map(lambda v: ("int64", v)),
@@ -746,7 +748,7 @@ YAML_LEAVES = st.one_of(
     st.integers(),
     st.sampled_from(SPECIAL_INTS),
     st.floats(),
-    st.text(max_size=10),
+    st.text(UTF8, max_size=10),
     st.sampled_from(
         [
             "a.h5",
@@ -770,7 +772,7 @@ YAML_LEAVES = st.one_of(
 YAML_VALUES = st.recursive(
     YAML_LEAVES,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(UTF8, max_size=6), inner, max_size=3)
     ),
     max_leaves=5,
 )
@@ -785,7 +787,7 @@ def config_documents(draw) -> bytes:
     if kind == "bytes":
         return draw(st.binary(max_size=40))
     if kind == "text":
-        return draw(st.text(max_size=40)).encode()
+        return draw(st.text(UTF8, max_size=40)).encode()
     if kind == "value":
         return yaml.safe_dump(draw(YAML_VALUES)).encode()
     document = draw(st.sampled_from([{}, {"sources": ["a.h5"], "output": "out"}]))
@@ -795,7 +797,7 @@ def config_documents(draw) -> bytes:
     }
     if draw(st.booleans()):
         document.update(
-            draw(st.dictionaries(st.text(min_size=1, max_size=8), YAML_VALUES, max_size=2))
+            draw(st.dictionaries(st.text(UTF8, min_size=1, max_size=8), YAML_VALUES, max_size=2))
         )
     return yaml.safe_dump(document, allow_unicode=True).encode()
 
