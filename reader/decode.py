@@ -13,6 +13,7 @@ import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
 
+from . import shutdown
 from .spans import SpanReader
 from .spec import DatasetSpec, FeatureInfo
 
@@ -90,11 +91,14 @@ def _read_referenced(spec: DatasetSpec, referenced, spans: SpanReader, parsed, c
             ragged = parsed[feature.name + suffix]
             args += [ragged.values, ragged.row_splits]
 
+    shutdown.arm()
+
     def read(file_ids, counts, *arrays):
-        return [
-            spans.read(f.name, file_ids, counts, *arrays[4 * i : 4 * i + 4])
-            for i, f in enumerate(referenced)
-        ]
+        with shutdown.GATE.call():
+            return [
+                spans.read(f.name, file_ids, counts, *arrays[4 * i : 4 * i + 4])
+                for i, f in enumerate(referenced)
+            ]
 
     values = tf.numpy_function(read, args, [tf_dtype(f.dtype) for f in referenced], stateful=False)
     out = {}
