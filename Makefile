@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,beam]'
+	$(PY) -m pip install --quiet -e '.[dev,beam,dask]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -16,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
-import sys
 from collections.abc import Sequence
 
 from . import errors
+from .beam_options import beam, engine_logs, import_beam, parse_beam_options
 from .config import ConvertConfig
 from .converter import ConvertResult, _check_space, make_job, plan_conversion
 from .errors import Hdf5ToRecordsError, OutputError, Terminated, UsageError
@@ -33,59 +32,7 @@ from .tasks import plan_id
 from .transform import load_transform
 from .writer import ShardResult, write_shard
 
-_root = logging.getLogger()
-_quiet = _root.getEffectiveLevel() >= logging.WARNING
-_level = _root.level
-if _quiet:  # Beam warns on import about Google Cloud clients it does not need here
-    _root.setLevel(logging.ERROR)
-    # and logs the traceback of a failed step, which the CLI reports in one line.
-    logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
-try:
-    import apache_beam as beam
-except ImportError:  # an optional extra: `pip install 'hdf5-to-records[beam]'`
-    beam = None
-finally:
-    _root.setLevel(_level)
-
 log = logging.getLogger(__name__)
-DEFAULT_RUNNER = "DirectRunner"
-
-
-def parse_beam_options(pairs: Sequence[str]) -> list[str]:
-    """``KEY=VALUE`` (or a bare ``KEY`` flag) -> Beam's ``--KEY=VALUE`` arguments.
-
-    Raises:
-        UsageError: Beam is not installed, or a key is not a Beam pipeline option.
-    """
-    beam = _import_beam()
-    flags = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().lstrip("-")
-        if not key:
-            raise UsageError(f"--beam-option {pair!r}: expected KEY=VALUE")
-        flags.append(f"--{key}={value}" if sep else f"--{key}")
-    if not any(f.startswith(("--runner=", "--runner ")) for f in flags):
-        flags.append(f"--runner={DEFAULT_RUNNER}")
-    options = beam.options.pipeline_options.PipelineOptions(flags)
-    usage = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(usage):  # argparse prints Beam's whole usage text
-            known = options.get_all_options(retain_unknown_options=False)
-    except SystemExit:
-        message = usage.getvalue().strip().splitlines()[-1:] or ["invalid value"]
-        raise UsageError(
-            f"--beam-option: {message[0].removeprefix(os.path.basename(sys.argv[0]) + ': ')}"
-        ) from None
-    for flag, pair in zip(flags, pairs):
-        key = flag[2:].partition("=")[0].replace("-", "_")
-        if key not in known:
-            raise UsageError(f"--beam-option {pair!r}: {key!r} is not a Beam pipeline option")
-    try:
-        beam.runners.create_runner(known["runner"])
-    except ValueError as exc:
-        raise UsageError(f"--beam-option runner={known['runner']}: {exc}") from None
-    return flags
 
 
 def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) -> ConvertResult:
@@ -96,7 +43,7 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
         Hdf5ToRecordsError: as a local conversion; errors inside the pipeline surface as
             the runner reports them.
     """
-    beam = _import_beam()
+    import_beam()
     if config.resume:
         raise UsageError(
             "--resume with --runner beam: Beam retries failed work itself; rerun with --overwrite"
@@ -114,16 +61,22 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
     # the error reaches us; we report it in one line (with -v, everything shows).
     quiet = logging.getLogger().getEffectiveLevel() >= logging.WARNING
     chatter = contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "Shards" >> beam.Create(range(len(plan.shards)))
+        | "Spread" >> beam.Reshuffle()
+        | "Write" >> beam.ParDo(_WriteShard(config, expected))
+        | "Gather" >> beam.combiners.ToList()
+        | "Manifest" >> beam.Map(_finalize, config=config, expected=expected)
+    )
     try:
-        with chatter, beam.Pipeline(options=options) as pipeline:
-            _ = (
-                pipeline
-                | "Shards" >> beam.Create(range(len(plan.shards)))
-                | "Spread" >> beam.Reshuffle()
-                | "Write" >> beam.ParDo(_WriteShard(config, expected))
-                | "Gather" >> beam.combiners.ToList()
-                | "Manifest" >> beam.Map(_finalize, config=config, expected=expected)
-            )
+        with chatter, engine_logs():
+            result = pipeline.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                _close_client(result)
     except BaseException as exc:
         state.sweep()
         state.finish()  # no --resume on Beam: no state file to mislead one
@@ -135,6 +88,15 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
         _PLANS.pop(expected, None)
     state.finish()
     return ConvertResult(plan, read_manifest(config.output), config.output)
+
+
+def _close_client(result) -> None:
+    """Close the connection a runner opened (the DaskRunner's ``distributed.Client``),
+    so that it does not linger and log about lost workers at exit."""
+    client = getattr(result, "client", None)
+    if client is not None and hasattr(client, "close"):
+        with contextlib.suppress(Exception):  # best effort: the conversion's outcome stands
+            client.close()
 
 
 _WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
@@ -220,9 +182,3 @@ def _finalize(results: list[ShardResult], *, config: ConvertConfig, expected: st
     """The pipeline's last step: every shard is written, so commit the manifest."""
     plan = _plan_for(config, expected)
     return write_manifest(config.output, build_manifest(config, plan, results))
-
-
-def _import_beam():
-    if beam is None:
-        raise UsageError("--runner beam needs Apache Beam: pip install 'hdf5-to-records[beam]'")
-    return beam

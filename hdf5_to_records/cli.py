@@ -91,7 +91,20 @@ def _errors(debug: bool, *, interrupted_hint: str | None = None):
 def main(verbose: int) -> None:
     """Convert selected HDF5 data into sharded TFRecord files for fast tf.data input."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="hdf5-to-records: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _LogFormat(logging.Formatter):
+    """Ours as ``hdf5-to-records: message``; another library's (Beam, Dask) under its
+    logger's name, so that nobody takes an engine's line for ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.name.partition(".")[0] == "hdf5_to_records":
+            return f"hdf5-to-records: {message}"
+        return f"{record.name}: {message}"
 
 
 @main.command()

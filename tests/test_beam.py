@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hdf5_to_records import beam_runner
+from hdf5_to_records import beam_options, beam_runner
 from hdf5_to_records.beam_runner import convert_on_beam
 from hdf5_to_records.cli import main
 from hdf5_to_records.config import build_config
@@ -171,8 +171,52 @@ def test_cli_beam_usage_errors(tmp_path, sources, args, match):
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
+@pytest.mark.parametrize(
+    ("pairs", "runner", "option"),
+    [
+        (["runner=DaskRunner", "dask_client_address=tcp://h:1"], "DaskRunner", "--dask_client_address"),
+        (["runner=dask", "dask_connection_timeout=5"], "DaskRunner", "--dask_connection_timeout"),
+        (["runner=FlinkRunner", "flink_master=localhost:8081"], "FlinkRunner", "--flink_master"),
+        (["runner=spark", "spark_master_url=spark://h:7077"], "SparkRunner", "--spark_master_url"),
+        (["runner=PrismRunner", "environment_type=LOOPBACK"], "PrismRunner", "--environment_type"),
+        (["runner=apache_beam.runners.dask.dask_runner.DaskRunner"], "DaskRunner", None),
+        (["direct_num_workers=2"], "DirectRunner", "--direct_num_workers"),
+    ],
+)  # fmt: skip
+def test_every_runner_shipped_with_beam_is_accepted_with_its_options(pairs, runner, option):
+    """Short names (any case, with or without "Runner") and full paths; a runner's own
+    options are known even though its module was not imported before."""
+    flags = beam_options.parse_beam_options(pairs)
+    runners = [f for f in flags if f.startswith("--runner=")]
+    assert len(runners) == 1 and runners[0].endswith("." + runner), flags
+    assert option is None or any(f.startswith(option + "=") for f in flags), flags
+
+
+def test_on_dask_each_shard_is_its_own_task_unless_partitioning_is_given():
+    flags = beam_options.parse_beam_options(["runner=dask"])
+    assert "--dask_partition_size=1" in flags
+    flags = beam_options.parse_beam_options(["runner=dask", "dask_npartitions=3"])
+    assert not any(f.startswith("--dask_partition_size") for f in flags)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "match"),
+    [
+        (["runner=NoSuchRunner"], "runner=NoSuchRunner: not a Beam runner; expected .*DaskRunner"),
+        (["runner=os.path"], "os.path is not a Beam PipelineRunner"),
+        (["runner=no_such_module.Runner"], "cannot import no_such_module"),
+        (["runner=DaskRunner", "dask_bogus=1"], "'dask_bogus' is not a Beam pipeline option"),
+        (["direct_num_workers=two"], "invalid int value: 'two'"),
+    ],
+)  # fmt: skip
+def test_unknown_runners_and_options_are_refused_in_one_line(pairs, match):
+    with pytest.raises(UsageError, match=match) as info:
+        beam_options.parse_beam_options(pairs)
+    assert "\n" not in str(info.value)
+
+
 def test_without_beam_installed_the_error_says_how_to_get_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(beam_runner, "beam", None)
+    monkeypatch.setattr(beam_options, "beam", None)
     config = build_config({"sources": ["x.h5"], "output": str(tmp_path / "o")})
     with pytest.raises(UsageError, match=r"pip install 'hdf5-to-records\[beam\]'"):
         convert_on_beam(config)
