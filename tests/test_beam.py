@@ -174,7 +174,7 @@ def test_cli_beam_usage_errors(tmp_path, sources, args, match):
 @pytest.mark.parametrize(
     ("pairs", "runner", "option"),
     [
-        (["runner=DaskRunner", "dask_client_address=tcp://h:1"], "DaskRunner", "--dask_client_address"),
+        (["runner=DaskRunner", "dask_client_address=tcp://h:1"], "DaskRunner", "--dask_client_"),
         (["runner=dask", "dask_connection_timeout=5"], "DaskRunner", "--dask_connection_timeout"),
         (["runner=FlinkRunner", "flink_master=localhost:8081"], "FlinkRunner", "--flink_master"),
         (["runner=spark", "spark_master_url=spark://h:7077"], "SparkRunner", "--spark_master_url"),
