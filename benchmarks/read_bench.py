@@ -79,6 +79,8 @@ VARIANTS: dict[str, dict[str, dict[str, str]]] = {
         "at0+unbatch": {**_AT0, "batching": "unbatch"},
         "at0+calls1": {**_AT0, "calls": "1"},
         "at0+reads1": {**_AT0, "reads": "1", "cycle": "1"},
+        "at0+buf1M": {**_AT0, "read_buffer": str(1 << 20)},
+        "at0+buf1M+checked": {**_AT0, "read_buffer": str(1 << 20), "checked": "1"},
     },
     "small": {
         "Cx": {},
@@ -89,6 +91,8 @@ VARIANTS: dict[str, dict[str, dict[str, str]]] = {
         "at0+dec1M": {**_AT0, "decode_bytes": str(1 << 20)},
         "at0+dec16M": {**_AT0, "decode_bytes": str(16 << 20)},
         "at0+calls1": {**_AT0, "calls": "1"},
+        "at0+buf1M": {**_AT0, "read_buffer": str(1 << 20)},
+        "at0+buf1M+checked": {**_AT0, "read_buffer": str(1 << 20), "checked": "1"},
     },
 }
 

@@ -65,6 +65,7 @@ CX_DEFAULTS: dict[str, str] = {
     "min_parallelism": "0",  # if > 0: tf.data.Options().autotune.min_parallelism
     "inject_prefetch": "default",  # 0/1: Options().experimental_optimization.inject_prefetch
     "algorithm": "default",  # tf.data.experimental.AutotuneAlgorithm name, e.g. MAX_PARALLELISM
+    "checked": "0",  # 1: each shard through reader.records.shard_records (counted, named errors)
 }
 
 
@@ -168,10 +169,23 @@ def build_cx(records: str, batch: int, knobs: dict[str, str]):
     num_examples = sum(s.num_examples for s in shards)
     cycle = min(len(shards), 64) if knobs["cycle"] == "shards" else int(knobs["cycle"])
     deterministic = knobs["deterministic"] == "1"
-    files = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
+    files = tf.data.Dataset.from_tensor_slices(
+        ([s.path for s in shards], [s.num_records for s in shards])
+    )
     buffer = int(knobs["read_buffer"])
+    checked = knobs["checked"] == "1"
+    if checked:
+        from reader.records import shard_records
+
+        def read_shard(f, n):
+            return shard_records(f, n, buffer_size=buffer)
+    else:
+
+        def read_shard(f, _n):
+            return tf.data.TFRecordDataset(f, "", buffer)
+
     records_ds = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, "", buffer),
+        read_shard,
         cycle_length=cycle,
         num_parallel_calls=_auto(knobs["reads"]),
         deterministic=deterministic,

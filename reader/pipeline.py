@@ -19,6 +19,7 @@ from hdf5_to_records.errors import ManifestError, UsageError
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
+from .records import shard_records
 from .service import (
     DEFAULT_PROCESSING_MODE,
     DEFAULT_SERVICE_COMPRESSION,
@@ -133,7 +134,7 @@ def load(
     paths = [
         s.path if address is None or "://" in s.path else os.path.abspath(s.path) for s in shards
     ]
-    files = tf.data.Dataset.from_tensor_slices(paths)
+    files = tf.data.Dataset.from_tensor_slices((paths, [s.num_records for s in shards]))
     if shuffle and not cache:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     compression = "GZIP" if spec.compression == "gzip" else ""
@@ -144,7 +145,7 @@ def load(
     # (the manifest's num_records is not trusted for the order).
     block = 1 if shuffle else max([s.num_examples for s in shards] + [1])
     records = files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression, READ_BUFFER_BYTES),
+        _shard_reader(shards, compression),
         cycle_length=min(len(shards), 64) if num_parallel_reads is None else parallel_reads,
         block_length=block,
         num_parallel_calls=parallel_reads,
@@ -236,6 +237,15 @@ def load(
         # shards and refills the shuffle buffer, and ends with its own last batch.
         ds = ds.repeat(epochs)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _shard_reader(shards, compression: str) -> Callable:
+    """(shard path, its record count) -> its :func:`shard_records` elements; counted
+    (a record that does not read names its shard) when the manifest gives every count."""
+    counted = all(s.num_records for s in shards)
+    return lambda path, count: shard_records(
+        path, count, compression=compression, buffer_size=READ_BUFFER_BYTES, counted=counted
+    )
 
 
 def _span_reader(spec, chosen, allowed_roots) -> SpanReader | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -297,3 +298,23 @@ def test_map_fn_and_supervised_run_on_a_worker_in_another_process(remote_only, d
     got = pairs(remote)
     assert got == pairs(local)
     assert sum(got.values()) == ROWS
+
+
+@pytest.mark.parametrize("mode", ["copy", "index"])
+def test_a_corrupt_shard_read_by_a_remote_worker_names_itself(
+    remote_only, datasets, mode, tmp_path
+):
+    """The check that names a corrupt shard is pure ops: it runs on a worker that has
+    none of this process's Python functions."""
+    directory = tmp_path / mode
+    shutil.copytree(datasets[mode], directory)
+    shard = sorted(p for p in os.listdir(directory) if ".tfrecord-" in p)[1]
+    with open(directory / shard, "r+b") as handle:
+        handle.seek(20)
+        byte = handle.read(1)
+        handle.seek(20)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    ds = reader.load(str(directory), batch_size=12, service=remote_only)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"shard .*{shard} is corrupt"):
+        for _ in ds:
+            pass
