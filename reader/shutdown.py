@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import threading
 import time
 
 from hdf5_to_records.errors import Hdf5ToRecordsError
 
 QUIET_SECONDS = 0.05  # no new call for this long: the pipeline has stopped asking
-MAX_WAIT_SECONDS = 5.0  # never hold the exit longer than this
+MAX_WAIT_SECONDS = 10.0  # never hold the exit longer than this (reads take milliseconds)
 
 
 class InterpreterExiting(Hdf5ToRecordsError, RuntimeError):
@@ -38,6 +39,10 @@ class _Gate:
     """Counts the reads in flight, and refuses new ones once the process exits."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh state (also in a forked child: no thread of the parent is in a read)."""
         self._cond = threading.Condition()
         self._in_flight = 0
         self._last_start = 0.0
@@ -74,6 +79,7 @@ class _Gate:
 
 
 GATE = _Gate()
+os.register_at_fork(after_in_child=GATE._reset)
 _armed = False
 
 

@@ -117,3 +117,28 @@ def test_a_script_that_stops_early_exits_with_its_own_status(outcomes, name):
         assert err.rstrip().endswith("RuntimeError: the training step failed"), err[-3000:]
     else:
         assert "Error" not in err and "Traceback" not in err, err[-3000:]
+
+
+def test_the_exit_gate_waits_for_reads_in_flight_then_refuses_new_ones():
+    import threading
+
+    from reader.shutdown import InterpreterExiting, _Gate
+
+    gate, done = _Gate(), []
+
+    def read():
+        with gate.call():
+            time.sleep(0.3)
+            done.append(True)
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    gate.close(quiet=0.01, max_wait=5)
+    assert done == [True], "close() returned while a read was in flight"
+    assert time.monotonic() - started < 2
+    with pytest.raises(InterpreterExiting, match="exiting"):
+        with gate.call():
+            pass
+    worker.join()
