@@ -79,10 +79,22 @@ def _errors(debug: bool, *, interrupted_hint: str | None = None):
     except Exception as exc:
         if debug:
             raise
+        named = _named_shard_error(exc)
+        if named is not None:  # a corrupt shard met while reading: bad input, not a bug
+            raise click.ClickException(named) from None
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise click.ClickException(
             f"internal error: {type(exc).__name__}: {detail} (rerun with --debug for the traceback)"
         ) from None
+
+
+def _named_shard_error(exc: Exception) -> str | None:
+    """The reader's message naming a corrupt shard, from TensorFlow's error around it."""
+    if not type(exc).__module__.startswith("tensorflow"):
+        return None
+    from reader.records import shard_error_message
+
+    return shard_error_message(str(exc))
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

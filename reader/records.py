@@ -22,11 +22,23 @@ fails at the end of the epoch.
 
 from __future__ import annotations
 
+import re
+
 from hdf5_to_records._tf import import_tensorflow
 
 tf = import_tensorflow()
 
 FRAMING_BYTES = 16  # per TFRecord: length (8), its CRC (4), the data's CRC (4)
+# The message of _refuse, inside the text of the TensorFlow error that carries it.
+_MESSAGE = re.compile(
+    r"assertion failed: \[(shard .*?(?:convert that shard again|an I/O error\?\)))\]"
+)
+
+
+def shard_error_message(text: str) -> str | None:
+    """The one-line message naming a corrupt shard in a TensorFlow error's text, if any."""
+    found = _MESSAGE.search(text)
+    return found.group(1) if found else None
 
 
 def shard_records(

@@ -145,3 +145,18 @@ def test_an_intact_dataset_reads_every_example(source, tmp_path):
     ids = np.concatenate([b["id"].numpy() for b in reader.load(directory, batch_size=64)])
     with h5py.File(source) as h5:
         assert ids.tolist() == h5["id"][()].tolist()
+
+
+def test_the_cli_reports_a_corrupt_shard_in_one_line(source, tmp_path):
+    from click.testing import CliRunner
+
+    from hdf5_to_records.cli import main
+
+    directory = _dataset(source, tmp_path)
+    path = _shard(directory, 0)
+    _flip(path, _record_starts(path)[2] + 50)
+    result = CliRunner().invoke(main, ["bench", directory, "--batch-size", "16"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: shard {path} is corrupt"), lines
+    assert "internal error" not in result.output
