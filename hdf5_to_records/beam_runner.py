@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from . import errors
 from .beam_options import beam, engine_logs, import_beam, parse_beam_options
 from .config import ConvertConfig
-from .converter import ConvertResult, _check_space, make_job, plan_conversion
+from .converter import ConvertResult, check_space, make_job, plan_conversion
 from .errors import Hdf5ToRecordsError, OutputError, Terminated, UsageError
 from .manifest import build_manifest, read_manifest, write_manifest
 from .output import prepare_output
@@ -52,7 +52,7 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
     plan = plan_conversion(config)
     expected = plan_id(plan)
     _PLANS[expected] = plan  # the DirectRunner's in-process workers need not plan again
-    _check_space(config, plan.shards)
+    check_space(config, plan.shards)
     state = prepare_output(config, plan)
     if config.shuffle and any(f.chunk_rows > 1 for f in plan.sources.files):
         log.info("--runner beam reads shuffled rows straight from the chunks (no staging)")

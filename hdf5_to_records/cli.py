@@ -47,6 +47,15 @@ class _Interrupted(click.ClickException):
 
     exit_code = 130
 
+    @classmethod
+    def of(cls, exc: KeyboardInterrupt, message: str) -> _Interrupted:
+        """The exit for ``exc``: 143 for SIGTERM (:class:`Terminated`), else 130."""
+        from .errors import Terminated
+
+        interrupted = cls(message)
+        interrupted.exit_code = 143 if isinstance(exc, Terminated) else 130
+        return interrupted
+
 
 def _debug_option(func):
     return click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(func)
@@ -55,7 +64,7 @@ def _debug_option(func):
 @contextlib.contextmanager
 def _errors(debug: bool, *, interrupted_hint: str | None = None):
     """Turn library errors into click errors: one line, no traceback."""
-    from .errors import Hdf5ToRecordsError, Terminated, UsageError
+    from .errors import Hdf5ToRecordsError, UsageError, first_line
 
     try:
         yield
@@ -69,11 +78,8 @@ def _errors(debug: bool, *, interrupted_hint: str | None = None):
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        interrupted = _Interrupted(
-            f"interrupted; {interrupted_hint}" if interrupted_hint else "interrupted"
-        )
-        interrupted.exit_code = 143 if isinstance(exc, Terminated) else 130
-        raise interrupted from None
+        hint = f"interrupted; {interrupted_hint}" if interrupted_hint else "interrupted"
+        raise _Interrupted.of(exc, hint) from None
     except (click.ClickException, click.exceptions.Exit):
         raise
     except Exception as exc:
@@ -82,7 +88,7 @@ def _errors(debug: bool, *, interrupted_hint: str | None = None):
         named = _named_shard_error(exc)
         if named is not None:  # a corrupt shard met while reading: bad input, not a bug
             raise click.ClickException(named) from None
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = first_line(exc, default="")
         raise click.ClickException(
             f"internal error: {type(exc).__name__}: {detail} (rerun with --debug for the traceback)"
         ) from None
@@ -471,15 +477,14 @@ def dispatcher(port: int, work_dir: str | None, fault_tolerant: bool, debug: boo
 def worker(dispatcher_address: str, port: int, worker_address: str | None, debug: bool) -> None:
     """Start a tf.data service worker for the dispatcher at HOST:PORT; serve until stopped."""
     with _errors(debug):
-        from .data_service import start_worker
+        from .data_service import served_address, start_worker
 
         server = start_worker(
             dispatcher=dispatcher_address, port=port, worker_address=worker_address
         )
         _serve(
             server,
-            f"worker serving at {getattr(server, '_address', '?')} for dispatcher "
-            f"{dispatcher_address}",
+            f"worker serving at {served_address(server)} for dispatcher {dispatcher_address}",
         )
 
 
@@ -498,11 +503,7 @@ def _serve(server, ready: str) -> None:
         stopping = threading.Thread(target=server.stop, daemon=True)
         stopping.start()
         stopping.join(timeout=SERVER_STOP_TIMEOUT_S)
-        stopped = _Interrupted("stopped")
-        from .errors import Terminated
-
-        stopped.exit_code = 143 if isinstance(exc, Terminated) else 130
-        raise stopped from None
+        raise _Interrupted.of(exc, "stopped") from None
 
 
 @main.command()

@@ -73,14 +73,14 @@ def convert(
         return _convert_task(config, plan, task, staging, on_start, progress)
     staging_bytes = plan.sources.num_examples * plan.sources.example_bytes if staging else 0
     if not config.resume:
-        _check_space(config, plan.shards, extra=staging_bytes)
+        check_space(config, plan.shards, extra=staging_bytes)
     state = prepare_output(config, plan)
     done = state.completed()
     done_names = {r.filename for r in done}
     todo = [s for s in plan.shards if s.filename not in done_names]
     if config.resume:
         log.info("resuming: %d of %d shards already complete", len(done), len(plan.shards))
-        _check_space(config, todo, extra=staging_bytes)
+        check_space(config, todo, extra=staging_bytes)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
     try:
@@ -100,7 +100,7 @@ def _convert_task(config, plan, task, staging, on_start, progress) -> ConvertRes
     todo, complete = prepare_task_output(config, plan, task)
     if complete:
         return ConvertResult(plan, None, None, skipped_shards=len(task.shards(plan)))
-    _check_space(config, todo)
+    check_space(config, todo)
     if on_start is not None:
         on_start(sum(s.num_examples for s in todo), sum(s.est_bytes for s in todo))
     try:
@@ -274,7 +274,7 @@ def _output_schema(config: ConvertConfig, sources: SourceSet) -> tuple[FeatureSc
     return schema_of(apply_transform(func, config.transform, example, where), config.transform)
 
 
-def _check_space(config: ConvertConfig, todo, *, extra: int = 0) -> None:
+def check_space(config: ConvertConfig, todo, *, extra: int = 0) -> None:
     """Refuse up front when an uncompressed output (plus ``extra`` scratch bytes for a
     staged shuffle) clearly cannot fit."""
     free = fs.free_bytes(config.output)

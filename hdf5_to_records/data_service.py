@@ -11,7 +11,7 @@ import re
 import socket
 
 from ._tf import import_tensorflow
-from .errors import ServiceUnavailable, UsageError
+from .errors import ServiceUnavailable, UsageError, first_line
 
 CONNECT_TIMEOUT_S = 5.0
 _HOST_PORT_RE = re.compile(r"^(?:grpc://)?(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -86,7 +86,7 @@ def start_dispatcher(*, port: int, work_dir: str | None = None, fault_tolerant: 
     try:
         return service.DispatchServer(config)
     except (tf.errors.OpError, RuntimeError) as exc:
-        raise UsageError(f"--port {port}: cannot start a dispatcher ({_first_line(exc)})") from None
+        raise UsageError(f"--port {port}: cannot start a dispatcher ({first_line(exc)})") from None
 
 
 def start_worker(*, dispatcher: str, port: int = 0, worker_address: str | None = None):
@@ -109,9 +109,10 @@ def start_worker(*, dispatcher: str, port: int = 0, worker_address: str | None =
     try:
         return service.WorkerServer(config)
     except (tf.errors.OpError, RuntimeError) as exc:
-        raise UsageError(f"--port {port}: cannot start a worker ({_first_line(exc)})") from None
+        raise UsageError(f"--port {port}: cannot start a worker ({first_line(exc)})") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def served_address(server) -> str:
+    """The address a started worker serves at (TensorFlow keeps it private, as
+    ``WorkerServer._address``; "?" if a later version drops it)."""
+    return str(getattr(server, "_address", "?"))

@@ -107,3 +107,12 @@ class ServiceUnavailable(Hdf5ToRecordsError, ConnectionError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a job scheduler's kill), raised by the CLI and handled like Ctrl-C."""
+
+
+def first_line(exc: BaseException, *, default: str | None = None) -> str:
+    """The first line of an exception's message, for one-line reports (``default``, else
+    the exception's type name, when the message is empty)."""
+    text = str(exc).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(exc).__name__ if default is None else default

@@ -143,7 +143,11 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Shut the pool down; on an error, stop the shards still running at once."""
-    processes = list((pool._processes or {}).values())  # no public API to terminate
+    if hasattr(pool, "terminate_workers"):  # Python 3.14+
+        pool.terminate_workers()
+        return
+    # Before 3.14 there is no public way to stop the workers of a running pool.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():

@@ -55,13 +55,13 @@ class OutputState:
         # Rewriting the whole state after each of thousands of shards took 42 s for
         # 4000 shards; once a second loses at most a second of work to a crash.
         if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S:
-            self._save()
+            self.save()
 
     def sweep(self) -> None:
         """After a failure: save what completed, and remove temporary files that a
         failed or killed worker could not remove itself."""
         try:
-            self._save()
+            self.save()
         except OutputError:
             log.warning("could not save the resume state in %s", self._output)
         for name in fs.listdir(self._output):
@@ -74,7 +74,8 @@ class OutputState:
         """The manifest is written: the state file has served its purpose."""
         fs.remove(fs.join(self._output, STATE_NAME))
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write the resume state now (atomically)."""
         path = fs.join(self._output, STATE_NAME)
         temp = fs.join(self._output, temp_name(STATE_NAME))
         try:
@@ -112,7 +113,7 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
         # The state is saved before the old manifest goes: a crash at any point leaves
         # a manifest or a state file, and --resume can always go on.
         state = OutputState(out, plan, {} if config.overwrite else done)
-        state._save()
+        state.save()
         fs.remove(fs.join(out, MANIFEST_NAME))
         wanted = {s.filename for s in plan.shards}
         for name in existing:

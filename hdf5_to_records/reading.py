@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .errors import Hdf5ToRecordsError, SourceUnreadable
-from .references import ChunkTable, Reference
+from .errors import Hdf5ToRecordsError, SourceUnreadable, first_line
+from .references import GAP_BYTES, ChunkTable, Reference
 from .schema import FeatureSchema, SourceSet
 from .sources import ensure_filters, get_dataset, open_h5
 
 WINDOW_BYTES = 64 << 20  # 64 MiB per read window: big sequential reads, bounded worker RSS
-GAP_BYTES = 1 << 20  # skip gaps of >= 1 MiB between selected rows instead of reading them
-MAX_OPEN_FILES = 64
+MAX_OPEN_H5_FILES = 64  # h5py files a worker keeps open at once
 
 Column = np.ndarray | list  # (n, *shape) array, or a list of n per-example arrays (ragged)
 
@@ -58,7 +57,7 @@ class ShardReader:
         if handle is not None:
             self._files[file_id] = handle  # most recently used last
         else:
-            if len(self._files) >= MAX_OPEN_FILES:
+            if len(self._files) >= MAX_OPEN_H5_FILES:
                 self._files.pop(next(iter(self._files))).close()
             handle = self._files[file_id] = open_h5(self._sources.files[file_id].path)
         return handle
@@ -115,7 +114,7 @@ class ShardReader:
                     )
                 except OSError as exc:
                     raise SourceUnreadable(
-                        f"while reading {feature.source} in {name}: {_first_line(exc)}"
+                        f"while reading {feature.source} in {name}: {first_line(exc)}"
                     ) from None
         return out
 
@@ -137,7 +136,7 @@ class ShardReader:
                     out[feature.name].append(_convert(ds[()], feature))
                 except OSError as exc:
                     raise SourceUnreadable(
-                        f"while reading {ds.name} in {name}: {_first_line(exc)}"
+                        f"while reading {ds.name} in {name}: {first_line(exc)}"
                     ) from None
         return out
 
@@ -248,10 +247,6 @@ def _convert(values: np.ndarray, feature: FeatureSchema) -> np.ndarray:
     if feature.stored.encoding == "bytes":
         return values
     return values.astype(feature.stored.memory, copy=False)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 __all__ = ["ShardReader", "Window", "window_bounds", "Hdf5ToRecordsError"]

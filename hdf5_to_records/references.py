@@ -22,12 +22,15 @@ from .dtypes import stored_type
 from .errors import Hdf5ToRecordsError, SchemaError
 from .sources import filter_names
 
+# Gaps of at least 1 MiB between selected rows are skipped, smaller ones read through
+# (copy mode's reads and index mode's byte ranges alike).
+GAP_BYTES = 1 << 20
+
 REF_SUFFIX = "/ref"  # int64 list: (offset, size, filter mask) per byte range
 TAKE_SUFFIX = "/take"  # int64 list: each example's row within the decoded ranges
 FILE_KEY = "__file__"  # int64: the record's source, an index into the manifest's sources
 DECODABLE_FILTERS = ("gzip", "shuffle", "fletcher32")  # what the reader decodes itself
 _DECODABLE_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32"}  # HDF5 filter ids
-GAP_BYTES = 1 << 20  # contiguous: read through gaps under 1 MiB rather than split a range
 
 Storage = Literal["copy", "reference"]
 

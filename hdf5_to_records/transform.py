@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import check_feature_name
 from .dtypes import stored_type
-from .errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError
+from .errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError, first_line
 from .reading import Column
 from .schema import FeatureSchema
 
@@ -79,9 +79,9 @@ def apply_transform(
     except Hdf5ToRecordsError:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TransformError(
-            f"--transform {spec} failed on {where}: {type(exc).__name__}: {detail}"
+            f"--transform {spec} failed on {where}: {type(exc).__name__}: "
+            f"{first_line(exc, default='')}"
         ) from None
     if not isinstance(result, Mapping) or not result:
         raise TransformError(
