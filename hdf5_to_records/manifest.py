@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 RUN_FLAGS = ("overwrite", "resume")  # how a run went, not what it made
 INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
 MANIFEST_NAME = "manifest.json"
+SOURCE_ROOTS_KEY = "source_roots"  # index mode: directories the sources may lie under
 
 
 def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
     if referenced:
         # Relative to the output, like the paths, so output and sources can move together.
         roots = {os.path.dirname(os.path.abspath(f.path)) for f in plan.sources.files}
-        extra["source_roots"] = sorted(_reference_path(root, config.output) for root in roots)
+        extra[SOURCE_ROOTS_KEY] = sorted(_reference_path(root, config.output) for root in roots)
     return {
         "format": FORMAT,
         "format_version": INDEX_FORMAT_VERSION if referenced else FORMAT_VERSION,

@@ -30,7 +30,7 @@ import numpy as np
 from .config import default_workers
 from .dtypes import from_stored
 from .errors import Hdf5ToRecordsError
-from .manifest import manifest_dir
+from .manifest import MANIFEST_NAME, manifest_dir
 from .proto import FrameReader, FramingError, parse_example
 
 READ_BLOCK = 16 << 20  # bytes read at a time
@@ -116,7 +116,7 @@ def verify(
     try:
         _verify(directory, report, deep, sample, seed, progress)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        report.problems.append(Problem("manifest.json", f"malformed manifest: {exc!r}"))
+        report.problems.append(Problem(MANIFEST_NAME, f"malformed manifest: {exc!r}"))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -130,7 +130,7 @@ def _verify(directory, report, deep, sample, seed, progress) -> None:
         manifest = read_manifest(directory)
         spec = load_spec(directory)
     except Hdf5ToRecordsError as exc:
-        report.problems.append(Problem("manifest.json", str(exc)))
+        report.problems.append(Problem(MANIFEST_NAME, str(exc)))
         return
     report.problems += _check_manifest(manifest)
     report.problems += _stray_files(directory, manifest)
@@ -176,7 +176,7 @@ def _check_manifest(manifest: dict) -> list[Problem]:
             if int(info.get(key, -1)) != total:
                 out.append(
                     Problem(
-                        "manifest.json",
+                        MANIFEST_NAME,
                         f"split {split!r}: {key} is {info.get(key)} but its shards add up "
                         f"to {total}",
                     )
@@ -194,7 +194,7 @@ def _stray_files(directory: str, manifest: dict) -> list[Problem]:
     if "://" in directory:
         return []
     listed = {s["file"] for info in manifest["splits"].values() for s in info["shards"]}
-    listed.add("manifest.json")
+    listed.add(MANIFEST_NAME)
     return [
         Problem(name, "stray file: not listed in the manifest")
         for name in sorted(os.listdir(directory))

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hdf5_to_records.errors import ManifestError, UnknownName
-from hdf5_to_records.manifest import read_manifest
+from hdf5_to_records.manifest import SOURCE_ROOTS_KEY, manifest_dir, read_manifest
+from hdf5_to_records.references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ class DatasetSpec:
     splits: dict[str, tuple[ShardInfo, ...]]
     sources: tuple[dict, ...] = ()  # the manifest's source entries (index mode reads them)
     source_roots: tuple[str, ...] = ()
-    file_key: str = "__file__"
-    ref_suffix: str = "/ref"
-    take_suffix: str = "/take"
+    file_key: str = FILE_KEY
+    ref_suffix: str = REF_SUFFIX
+    take_suffix: str = TAKE_SUFFIX
 
     def split(self, name: str) -> tuple[ShardInfo, ...]:
         """The shards of a split.
@@ -89,7 +90,7 @@ def load_spec(path: str) -> DatasetSpec:
         ManifestError: missing, unreadable, unknown version, or inconsistent.
     """
     manifest = read_manifest(path)
-    directory = path[: -len("/manifest.json")] if path.endswith("manifest.json") else path
+    directory = manifest_dir(path)
     try:
         return _parse(manifest, directory.rstrip("/") or "/")
     except ManifestError:
@@ -142,10 +143,10 @@ def _parse(manifest: dict[str, Any], directory: str) -> DatasetSpec:
         features,
         splits,
         tuple(manifest.get("sources", ())),
-        tuple(str(r) for r in manifest.get("source_roots", ())),
-        records.get("file_key", "__file__"),
-        records.get("ref_suffix", "/ref"),
-        records.get("take_suffix", "/take"),
+        tuple(str(r) for r in manifest.get(SOURCE_ROOTS_KEY, ())),
+        records.get("file_key", FILE_KEY),
+        records.get("ref_suffix", REF_SUFFIX),
+        records.get("take_suffix", TAKE_SUFFIX),
     )
 
 
