@@ -535,7 +535,7 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
     with _errors(debug):
         from tqdm import tqdm
 
-        from reader.spec import load_spec
+        from hdf5_to_records.dataset_spec import load_spec
         from reader.throughput import measure
 
         total = sum(s.num_examples for s in load_spec(directory).split(split)) * epochs

@@ -122,7 +122,7 @@ def verify(
 
 
 def _verify(directory, report, deep, sample, seed, progress) -> None:
-    from reader.spec import load_spec
+    from hdf5_to_records.dataset_spec import load_spec
 
     from .manifest import read_manifest
 
@@ -207,8 +207,8 @@ def _sources(directory: str, spec, report: Report):
     referenced = [f for f in spec.features if f.storage == "reference"]
     if not referenced:
         return None
-    from reader.sources import resolve_sources
-    from reader.spans import SpanReader
+    from hdf5_to_records.source_trust import resolve_sources
+    from hdf5_to_records.spans import SpanReader
 
     try:
         sources = resolve_sources(

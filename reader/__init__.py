@@ -15,16 +15,16 @@ from hdf5_to_records.errors import (
 
 
 def __getattr__(name: str):
-    """``load``, ``load_spec`` and ``DatasetSpec`` import TensorFlow: only on first use,
-    so that ``hdf5-to-records verify`` and ``reader.spans`` start without it."""
+    """``load`` (TensorFlow), ``load_spec`` and ``DatasetSpec`` (h5py): imported on first
+    use, so that ``import reader`` is quick and quiet."""
     if name == "load":
         from .pipeline import load
 
         return load
     if name in ("load_spec", "DatasetSpec"):
-        from . import spec
+        from hdf5_to_records import dataset_spec
 
-        return getattr(spec, name)
+        return getattr(dataset_spec, name)
     raise AttributeError(f"module 'reader' has no attribute {name!r}")
 
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.dataset_spec import DatasetSpec, FeatureInfo
+from hdf5_to_records.spans import SpanReader
 
 from . import shutdown
-from .spans import SpanReader
-from .spec import DatasetSpec, FeatureInfo
 
 tf = import_tensorflow()
 

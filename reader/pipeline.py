@@ -14,8 +14,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.dataset_spec import load_spec
 from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import ManifestError, UsageError
+from hdf5_to_records.source_trust import resolve_sources
+from hdf5_to_records.spans import SpanReader
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
@@ -28,9 +31,6 @@ from .service import (
     distribute,
 )
 from .service import processing_mode as service_mode
-from .sources import resolve_sources
-from .spans import SpanReader
-from .spec import load_spec
 
 tf = import_tensorflow()
 

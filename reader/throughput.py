@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hdf5_to_records.dataset_spec import load_spec
 from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import UsageError
 
 from .pipeline import load
-from .spec import load_spec
 
 
 @dataclass(frozen=True)

@@ -395,7 +395,7 @@ def _known(check, mode, change, raises, reason, name):
             "verify.py:186 _sources calls from_stored(dtype) outside any try: TypeError",
             "verify-referenced-dtype-not-a-string",
         ),
-        # reader/spec.py's load_spec turns KeyError/TypeError/ValueError into
+        # dataset_spec.py's load_spec turns KeyError/TypeError/ValueError into
         # ManifestError, not AttributeError: verify and reader.load both raise it.
         *[
             _known(
@@ -403,7 +403,7 @@ def _known(check, mode, change, raises, reason, name):
                 "copy",
                 change,
                 AttributeError,
-                f"reader/spec.py:{line} raises AttributeError on {what}",
+                f"dataset_spec.py:{line} raises AttributeError on {what}",
                 f"{check}-{name}",
             )
             for check in ("verify", "load")
@@ -468,7 +468,7 @@ def _known(check, mode, change, raises, reason, name):
             "copy",
             _set(("splits", "train", "shards", 0, "num_examples"), -30),
             ValueError,
-            "reader/spec.py accepts a negative num_examples; it becomes the dataset's "
+            "dataset_spec.py accepts a negative num_examples; it becomes the dataset's "
             "cardinality and len(ds) (called by list(ds)) raises ValueError",
             "load-negative-example-count",
         ),

@@ -2,7 +2,7 @@
 
 Sources changed, moved or deleted since the conversion; manifests edited by hand to
 point at other files or byte ranges; records whose references point outside their file
-or dataset (fed straight to ``reader.spans.SpanReader``); corrupted chunks; and the
+or dataset (fed straight to ``hdf5_to_records.spans.SpanReader``); corrupted chunks; and the
 same refusals surfacing through the tf.data pipeline. Every refusal is checked by class
 and message.
 """
@@ -27,7 +27,7 @@ from hdf5_to_records.errors import (
     SourceRefused,
 )
 from hdf5_to_records.references import Reference
-from reader.spans import SourceFile, SpanReader, fletcher32
+from hdf5_to_records.spans import SourceFile, SpanReader, fletcher32
 
 from records import convert_small, edit_manifest, load_manifest, tf
 
@@ -668,7 +668,7 @@ def test_hdf5_file_with_a_user_block_is_accepted(tmp_path):
 
 def test_many_sources_with_few_open_files(tmp_path, monkeypatch):
     """More sources than the open-file budget: descriptors are recycled, values right."""
-    monkeypatch.setattr("reader.spans.MAX_OPEN_FILES", 2)
+    monkeypatch.setattr("hdf5_to_records.spans.MAX_OPEN_FILES", 2)
     for i in range(6):
         with h5py.File(tmp_path / f"s{i}.h5", "w") as h5:
             h5.create_dataset("x", data=np.arange(8.0) + 100 * i, chunks=(3,), compression=1)

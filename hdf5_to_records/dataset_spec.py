@@ -6,9 +6,9 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from hdf5_to_records.errors import ManifestError, UnknownName
-from hdf5_to_records.manifest import SOURCE_ROOTS_KEY, manifest_dir, read_manifest
-from hdf5_to_records.references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
+from .errors import ManifestError, UnknownName
+from .manifest import SOURCE_ROOTS_KEY, manifest_dir, read_manifest
+from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdf5_to_records.errors import SourceChanged, SourceRefused
-from hdf5_to_records.references import Reference
+from .errors import SourceChanged, SourceRefused
+from .references import Reference
 
 try:  # libdeflate: 2.4 GB/s on HDF5 gzip chunks here, against zlib's 0.77 GB/s
     from deflate import DeflateError, zlib_decompress

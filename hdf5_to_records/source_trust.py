@@ -5,7 +5,7 @@ the allowed roots (the dataset's directory tree, the source directories recorded
 conversion, and what the caller adds with ``allowed_roots=``), only files that are HDF5
 files (signature and superblock: its end-of-file address must be the file's size, so an
 archive holding an HDF5 file is refused), and only byte ranges inside them (checked
-again on every read, see :mod:`reader.spans`). A source whose size or content changed
+again on every read, see :mod:`hdf5_to_records.spans`). A source whose size or content changed
 since the conversion is refused: mtime differing alone is forgiven when the content
 fingerprint still matches (a copy to another machine keeps the bytes, not the mtime).
 Each file's identity (device, inode, size) is kept, and the span reader refuses a file
@@ -20,7 +20,7 @@ import struct
 from collections.abc import Sequence
 from stat import S_ISREG
 
-from hdf5_to_records.errors import (
+from .errors import (
     Hdf5ToRecordsError,
     ManifestError,
     SourceChanged,
@@ -28,9 +28,8 @@ from hdf5_to_records.errors import (
     SourceRefused,
     SourceUnreadable,
 )
-from hdf5_to_records.fingerprint import fingerprint_fd
-from hdf5_to_records.references import Reference
-
+from .fingerprint import fingerprint_fd
+from .references import Reference
 from .spans import OPEN_FLAGS, SourceFile
 
 log = logging.getLogger(__name__)
