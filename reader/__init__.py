@@ -15,12 +15,16 @@ from hdf5_to_records.errors import (
 
 
 def __getattr__(name: str):
-    """``load`` (TensorFlow), ``load_spec`` and ``DatasetSpec`` (h5py): imported on first
+    """``load``, ``ReadOptions`` (TensorFlow), ``load_spec`` and ``DatasetSpec`` (h5py): on first
     use, so that ``import reader`` is quick and quiet."""
     if name == "load":
         from .pipeline import load
 
         return load
+    if name == "ReadOptions":
+        from .options import ReadOptions
+
+        return ReadOptions
     if name in ("load_spec", "DatasetSpec"):
         from hdf5_to_records import dataset_spec
 
@@ -30,6 +34,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "load",
+    "ReadOptions",
     "load_spec",
     "DatasetSpec",
     "Hdf5ToRecordsError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.dataset_spec import load_spec
+from hdf5_to_records.dataset_spec import DatasetSpec, ShardInfo, load_spec
 from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import ManifestError, UsageError
 from hdf5_to_records.source_trust import resolve_sources
@@ -22,15 +23,9 @@ from hdf5_to_records.spans import SpanReader
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards
+from .options import ReadOptions
 from .records import shard_records
-from .service import (
-    DEFAULT_PROCESSING_MODE,
-    DEFAULT_SERVICE_COMPRESSION,
-    check_compression,
-    check_service,
-    distribute,
-)
-from .service import processing_mode as service_mode
+from .service import distribute
 
 tf = import_tensorflow()
 
@@ -41,35 +36,11 @@ SHUFFLE_RECORDS_PER_CALL = 4  # index mode, shuffled: records decoded (and mixed
 
 
 def load(
-    path: str,
-    split: str = "train",
-    *,
-    batch_size: int | None = None,
-    features: Sequence[str] | None = None,
-    supervised: tuple[str | Sequence[str], str | Sequence[str]] | None = None,
-    shuffle: bool = False,
-    shuffle_buffer: int | None = None,
-    seed: int | None = None,
-    repeat: int | bool | None = None,
-    drop_remainder: bool = False,
-    cache: bool | str = False,
-    deterministic: bool | None = None,
-    num_parallel_reads: int | None = None,
-    num_parallel_calls: int | None = None,
-    map_fn: Callable | None = None,
-    input_context=None,
-    num_workers: int | None = None,
-    worker_index: int | None = None,
-    verify_checksums: bool = False,
-    autotune: bool = False,
-    allowed_roots: Sequence[str] | None = None,
-    service: str | None = None,
-    processing_mode=None,
-    job_name: str | None = None,
-    service_compression: str | None = DEFAULT_SERVICE_COMPRESSION,
+    path: str, split: str = "train", *, options: ReadOptions | None = None, **keywords
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` over one split of an hdf5-to-records output directory.
 
+    Options are keyword arguments, or one :class:`reader.ReadOptions` as ``options=``.
     Elements are dicts of feature tensors (or ``(x, y)`` with ``supervised``): single
     examples without ``batch_size``, else batches of ``batch_size`` (the last one smaller
     unless ``drop_remainder``). Variable-length features come back as ``tf.RaggedTensor``
@@ -101,141 +72,187 @@ def load(
         ManifestError, UnknownName, ShardMissing, ShardCorrupt, UsageError, and for index
         mode SourceNotFound, SourceChanged, SourceRefused.
     """
-    _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder)
-    _check_service_options(
-        service, processing_mode, job_name, cache, input_context, num_workers, worker_index
-    )
-    if service is None and service_compression is not None:
-        raise UsageError("service_compression= needs service=")
-    address = check_service(service) if service is not None else None
-    service_compression = check_compression(service_compression)
-    mode = service_mode(processing_mode or DEFAULT_PROCESSING_MODE) if service else None
+    if options is not None and keywords:
+        raise UsageError("pass options= or keyword options, not both")
+    o = options if options is not None else ReadOptions.from_keywords(keywords)
+    source = _open(path, split, o)
+    records = _records(source, o)
+    if o.address is not None:
+        return _through_service(source, records, o)
+    return _finish(source, _examples(source, records, o), o)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What one input pipeline reads: the dataset, its chosen features, this worker's
+    checked shards, the reader of referenced bytes, and records decoded per call."""
+
+    spec: DatasetSpec
+    chosen: tuple
+    shards: tuple[ShardInfo, ...]
+    spans: SpanReader | None
+    per_call: int
+
+    @property
+    def ragged(self) -> bool:
+        return any(f.variable for f in self.chosen)
+
+
+def _open(path: str, split: str, o: ReadOptions) -> _Source:
+    """Manifest -> this worker's shards (checked) and how many records a decode takes."""
     spec = load_spec(path)
-    chosen = spec.select(_needed(features, supervised))
+    chosen = spec.select(o.needed())
     if not spec.split(split):
         raise ManifestError(f"split {split!r} in {spec.directory} lists no shards")
     shards = worker_shards(
         spec.split(split),
-        input_context=input_context,
-        num_workers=num_workers,
-        worker_index=worker_index,
+        input_context=o.input_context,
+        num_workers=o.num_workers,
+        worker_index=o.worker_index,
     )
-    check_shards(shards, verify=verify_checksums)
-    spans = _span_reader(spec, chosen, allowed_roots)
-    if deterministic is None:
-        deterministic = not shuffle or seed is not None
-    parallel_reads = num_parallel_reads or tf.data.AUTOTUNE
-    parallel_calls = num_parallel_calls or tf.data.AUTOTUNE
+    check_shards(shards, verify=o.verify_checksums)
+    spans = _span_reader(spec, chosen, o.allowed_roots)
     k = spec.rows_per_record
-    num_examples = sum(s.num_examples for s in shards)
-    epochs = None if repeat is True else int(repeat or 1)
+    record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(
+        1, sum(_record_count(s, k) for s in shards)
+    )
+    if spans is not None:  # records hold references: size calls by the bytes decoded
+        record_bytes = max(1.0, (k / 2) * sum(_example_bytes(f) for f in chosen))
+    per_call = max(1, math.ceil((o.batch_size or 1) / k), int(DECODE_BYTES // record_bytes))
+    if spans is not None and o.shuffle:
+        # Index records hold ~8 MiB of consecutive rows: decode several random records per
+        # call so that the within-batch shuffle mixes rows from several places.
+        per_call = max(per_call, SHUFFLE_RECORDS_PER_CALL)
+    return _Source(spec, chosen, shards, spans, per_call)
 
+
+def _cache_decoded(source: _Source, o: ReadOptions) -> bool:
+    """Index-mode records are references: caching them would still read every source
+    byte each epoch, so the decoded examples are cached instead."""
+    return bool(o.cache) and source.spans is not None
+
+
+def _records(source: _Source, o: ReadOptions):
+    """Shard files -> their records: shuffled files, parallel interleave, cache, shuffle."""
+    shards = source.shards
     # Service workers may run in another directory: give them absolute paths.
     paths = [
-        s.path if address is None or "://" in s.path else os.path.abspath(s.path) for s in shards
+        s.path if o.address is None or "://" in s.path else os.path.abspath(s.path) for s in shards
     ]
     files = tf.data.Dataset.from_tensor_slices((paths, [s.num_records for s in shards]))
-    if shuffle and not cache:
-        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
-    compression = "GZIP" if spec.compression == "gzip" else ""
+    if o.shuffle and not o.cache:
+        files = files.shuffle(len(shards), seed=o.seed, reshuffle_each_iteration=True)
+    compression = "GZIP" if source.spec.compression == "gzip" else ""
     # Unshuffled, a block as long as the longest shard makes the output the shards'
     # records one file after another (the converter's write order), while the parallel
     # interleave still reads the next files ahead.
     # Each record holds at least one example, so no shard has more records than examples
     # (the manifest's num_records is not trusted for the order).
-    block = 1 if shuffle else max([s.num_examples for s in shards] + [1])
+    block = 1 if o.shuffle else max([s.num_examples for s in shards] + [1])
+    parallel_reads = o.num_parallel_reads or tf.data.AUTOTUNE
     records = files.interleave(
         _shard_reader(shards, compression),
-        cycle_length=min(len(shards), 64) if num_parallel_reads is None else parallel_reads,
+        cycle_length=min(len(shards), 64) if o.num_parallel_reads is None else parallel_reads,
         block_length=block,
         num_parallel_calls=parallel_reads,
-        deterministic=deterministic,
+        deterministic=o.ordered,
     )
-    cache_file = cache if isinstance(cache, str) else ""
-    # Index-mode records are references: caching them would still read every source
-    # byte each epoch, so the decoded examples are cached instead.
-    cache_decoded = bool(cache) and spans is not None
-    if cache and not cache_decoded:
-        records = records.cache(cache_file)
-    buffer_examples = shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES
-    if shuffle and not cache_decoded:
-        buffer_records = max(2, math.ceil(buffer_examples / k))
-        records = records.shuffle(buffer_records, seed=seed, reshuffle_each_iteration=True)
+    cache_decoded = _cache_decoded(source, o)
+    if o.cache and not cache_decoded:
+        records = records.cache(o.cache if isinstance(o.cache, str) else "")
+    if o.shuffle and not cache_decoded:
+        buffer_examples = o.shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES
+        buffer_records = max(2, math.ceil(buffer_examples / source.spec.rows_per_record))
+        records = records.shuffle(buffer_records, seed=o.seed, reshuffle_each_iteration=True)
+    return records
 
-    decode = make_decoder(spec, chosen, spans)
-    ragged = any(f.variable for f in chosen)
-    record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(
-        1, sum(_records(s, k) for s in shards)
-    )
-    if spans is not None:  # records hold references: size calls by the bytes decoded
-        record_bytes = max(1.0, (k / 2) * sum(_example_bytes(f) for f in chosen))
-    per_call = max(1, math.ceil((batch_size or 1) / k), int(DECODE_BYTES // record_bytes))
-    if spans is not None and shuffle:
-        # Index records hold ~8 MiB of consecutive rows: decode several random records per
-        # call so that the within-batch shuffle mixes rows from several places.
-        per_call = max(per_call, SHUFFLE_RECORDS_PER_CALL)
 
-    def decoded(batches):
-        return batches.map(decode, num_parallel_calls=parallel_calls, deterministic=deterministic)
+def _decoded(source: _Source, o: ReadOptions, batches):
+    """Batches of serialized records -> batches of examples, decoded in parallel."""
+    decode = make_decoder(source.spec, source.chosen, source.spans)
+    calls = o.num_parallel_calls or tf.data.AUTOTUNE
+    return batches.map(decode, num_parallel_calls=calls, deterministic=o.ordered)
 
-    def batched(examples):
-        """Decoded record batches -> the elements the caller asked for."""
-        if shuffle:
-            examples = examples.map(_shuffle_within(seed, ragged))
-        if batch_size is None:
-            ds = _unbatch(examples, chosen)
-            if ragged:
-                ds = ds.map(_dense_example)
-        elif ragged:
-            ds = _unbatch(examples, chosen).ragged_batch(batch_size, drop_remainder=drop_remainder)
-        else:
-            ds = examples.rebatch(batch_size, drop_remainder=drop_remainder)
-        if supervised is not None:
-            x_names, y_names = supervised
-            ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
-        if map_fn is not None:
-            ds = ds.map(map_fn, num_parallel_calls=parallel_calls, deterministic=deterministic)
-        return ds
 
+def _examples(source: _Source, records, o: ReadOptions):
+    """Records -> decoded batches of examples (index mode: cached here, if asked)."""
+    examples = _decoded(source, o, records.batch(source.per_call))
+    if _cache_decoded(source, o):
+        examples = examples.cache(o.cache if isinstance(o.cache, str) else "")
+        if o.shuffle:
+            # examples per decoded batch, roughly
+            per_batch = max(1, source.per_call * source.spec.rows_per_record // 2)
+            buffer_examples = o.shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES
+            examples = examples.shuffle(
+                max(2, math.ceil(buffer_examples / per_batch)),
+                seed=o.seed,
+                reshuffle_each_iteration=True,
+            )
+    return examples
+
+
+def _batched(source: _Source, o: ReadOptions, examples):
+    """Decoded record batches -> the elements the caller asked for."""
+    if o.shuffle:
+        examples = examples.map(_shuffle_within(o.seed, source.ragged))
+    if o.batch_size is None:
+        ds = _unbatch(examples, source.chosen)
+        if source.ragged:
+            ds = ds.map(_dense_example)
+    elif source.ragged:
+        ds = _unbatch(examples, source.chosen).ragged_batch(
+            o.batch_size, drop_remainder=o.drop_remainder
+        )
+    else:
+        ds = examples.rebatch(o.batch_size, drop_remainder=o.drop_remainder)
+    if o.supervised is not None:
+        x_names, y_names = o.supervised
+        ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))
+    if o.map_fn is not None:
+        calls = o.num_parallel_calls or tf.data.AUTOTUNE
+        ds = ds.map(o.map_fn, num_parallel_calls=calls, deterministic=o.ordered)
+    return ds
+
+
+def _tf_options(o: ReadOptions):
     options = tf.data.Options()
     # Measured on scene rows (benchmarks/read_bench.py): with the autotuner on, each pass
     # settled at random on ~1.1 cores (~6k examples/s) or ~1.7 cores (~9k); off, 16 of
     # 16 passes ran at 8-10.5k. AUTOTUNE parallelism then means "the core count".
-    options.autotune.enabled = autotune
-    if address is not None:
-        # Service workers run pure ops only. Copy mode: everything up to the finished
-        # batches (and map_fn) runs there. Index mode: the records cross the service as
-        # they are, and are decoded here, where the numpy_function can run.
-        if spans is None:
-            stream = batched(decoded(records.batch(per_call)))
-        else:
-            stream = records.batch(per_call)
-        stream = stream.repeat(epochs) if epochs != 1 else stream
-        stream = distribute(
-            stream.with_options(options), address, mode, job_name, service_compression
-        )
-        ds = batched(decoded(stream)) if spans is not None else stream
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-    examples = decoded(records.batch(per_call))
-    if cache_decoded:
-        examples = examples.cache(cache_file)
-        if shuffle:
-            per_batch = max(1, per_call * k // 2)  # examples per decoded batch, roughly
-            examples = examples.shuffle(
-                max(2, math.ceil(buffer_examples / per_batch)),
-                seed=seed,
-                reshuffle_each_iteration=True,
-            )
-    ds = batched(examples)
+    options.autotune.enabled = o.autotune
+    return options
+
+
+def _finish(source: _Source, examples, o: ReadOptions):
+    """Local reads: the caller's elements, their asserted count, epochs, prefetch."""
+    num_examples = sum(s.num_examples for s in source.shards)
+    ds = _batched(source, o, examples)
     ds = ds.apply(
         tf.data.experimental.assert_cardinality(
-            _cardinality(num_examples, batch_size, drop_remainder)
+            _cardinality(num_examples, o.batch_size, o.drop_remainder)
         )
     )
-    if epochs != 1:
+    if o.epochs != 1:
         # Repeating the whole pipeline keeps epochs apart: each one reshuffles the
         # shards and refills the shuffle buffer, and ends with its own last batch.
-        ds = ds.repeat(epochs)
+        ds = ds.repeat(o.epochs)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_tf_options(o))
+
+
+def _through_service(source: _Source, records, o: ReadOptions):
+    """Service workers run pure ops only. Copy mode: everything up to the finished
+    batches (and map_fn) runs there. Index mode: the records cross the service as they
+    are, and are decoded here, where the numpy_function can run."""
+    options = _tf_options(o)
+    if source.spans is None:
+        stream = _batched(source, o, _decoded(source, o, records.batch(source.per_call)))
+    else:
+        stream = records.batch(source.per_call)
+    stream = stream.repeat(o.epochs) if o.epochs != 1 else stream
+    stream = distribute(
+        stream.with_options(options), o.address, o.mode, o.job_name, o.service_compression
+    )
+    ds = _batched(source, o, _decoded(source, o, stream)) if source.spans is not None else stream
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
@@ -261,7 +278,7 @@ def _span_reader(spec, chosen, allowed_roots) -> SpanReader | None:
     return SpanReader(sources, stored, spec.rows_per_record)
 
 
-def _records(shard, k: int) -> int:
+def _record_count(shard, k: int) -> int:
     """Records in a shard (index-mode records hold fewer than ``k`` examples)."""
     return shard.num_records or math.ceil(shard.num_examples / k)
 
@@ -270,38 +287,6 @@ def _example_bytes(feature) -> int:
     if feature.encoding != "raw" or feature.variable:
         return 64
     return int(np.prod(feature.shape, dtype=np.int64)) * from_stored(feature.dtype).itemsize
-
-
-def _check_options(batch_size, shuffle, shuffle_buffer, seed, repeat, drop_remainder) -> None:
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    if drop_remainder and batch_size is None:
-        raise UsageError("drop_remainder=True needs batch_size=")
-    if shuffle_buffer is not None and not shuffle:
-        raise UsageError("shuffle_buffer= needs shuffle=True")
-    if shuffle_buffer is not None and shuffle_buffer < 1:
-        raise UsageError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-    if seed is not None and not shuffle:
-        raise UsageError("seed= has no effect without shuffle=True")
-    if repeat is not None and not isinstance(repeat, bool):
-        if not isinstance(repeat, int) or repeat < 1:
-            raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {repeat!r}")
-
-
-def _check_service_options(
-    service, processing_mode, job_name, cache, input_context, num_workers, worker_index
-) -> None:
-    if service is None:
-        if processing_mode is not None or job_name is not None:
-            raise UsageError("processing_mode= and job_name= need service=")
-        return
-    if cache:
-        raise UsageError("cache= with service=: the service's workers read every epoch")
-    if input_context is not None or num_workers is not None or worker_index is not None:
-        raise UsageError(
-            "input_context=/num_workers= with service=: the service shares the shards "
-            "out (processing_mode=, job_name=)"
-        )
 
 
 def _unbatch(examples, features):
@@ -318,17 +303,6 @@ def _unbatch(examples, features):
 def _dense_example(example: dict) -> dict:
     """A single example is rectangular: ragged components become dense tensors."""
     return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in example.items()}
-
-
-def _needed(features, supervised) -> list[str] | None:
-    if supervised is None:
-        return list(features) if features is not None else None
-    names = [n for part in supervised for n in ([part] if isinstance(part, str) else part)]
-    if features is not None:
-        outside = [n for n in names if n not in features]
-        if outside:
-            raise UsageError(f"supervised names {outside} are not in features={list(features)}")
-    return list(features) if features is not None else names
 
 
 def _pick(example: dict, names):
