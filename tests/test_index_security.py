@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import reader
+from hdf5_to_records.chunk_filters import fletcher32
 from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import (
     ManifestError,
@@ -27,7 +28,7 @@ from hdf5_to_records.errors import (
     SourceRefused,
 )
 from hdf5_to_records.references import Reference
-from hdf5_to_records.spans import SourceFile, SpanReader, fletcher32
+from hdf5_to_records.spans import SourceFile, SpanReader
 
 from records import convert_small, edit_manifest, load_manifest, tf
 
