@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import hdf5_to_records.verify as verify_module
+import hdf5_to_records.verify_shards as verify_module
 import reader
 from hdf5_to_records._version import __version__
 from hdf5_to_records.cli import main
