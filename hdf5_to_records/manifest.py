@@ -19,6 +19,7 @@ from .fingerprint import fingerprint
 from .naming import temp_name
 from .plan import Plan
 from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
+from .schema import merge_shapes
 from .writer import ShardResult
 
 FORMAT = "hdf5-to-records"
@@ -32,70 +33,7 @@ SOURCE_ROOTS_KEY = "source_roots"  # index mode: directories the sources may lie
 def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]) -> dict[str, Any]:
     """The manifest for a finished conversion (shards in split and index order)."""
     by_name = {r.filename: r for r in results}
-    features = []
-    for feature in plan.features:
-        shape = list(feature.shape)
-        if feature.ragged:
-            observed = [by_name[s.filename].shapes.get(feature.name) for s in plan.shards]
-            observed = [o for o in observed if o is not None]
-            shape = (
-                [d if all(o[i] == d for o in observed) else None for i, d in enumerate(observed[0])]
-                if observed
-                else shape
-            )
-        features.append(
-            {
-                "name": feature.name,
-                "dtype": feature.stored.dtype,
-                "shape": shape,
-                "encoding": feature.stored.encoding,
-                "ragged": feature.ragged,
-                "source": feature.source,
-                "source_dtype": feature.source_dtype,
-                "storage": feature.storage,
-                **({"enum": dict(feature.enum)} if feature.enum else {}),
-            }
-        )
-    splits = {}
-    for split in plan.split_names:
-        specs = plan.split_shards(split)
-        shards = [by_name[s.filename] for s in specs]
-        splits[split] = {
-            "num_examples": sum(r.num_examples for r in shards),
-            "num_records": sum(r.num_records for r in shards),
-            "num_bytes": sum(r.num_bytes for r in shards),
-            "shards": [
-                {
-                    "file": r.filename,
-                    "num_examples": r.num_examples,
-                    "num_records": r.num_records,
-                    "num_bytes": r.num_bytes,
-                    "sha256": r.sha256,
-                    "shapes": r.shapes,
-                    "fingerprint": s.fingerprint,
-                }
-                for r, s in zip(shards, specs)
-            ],
-        }
     referenced = [f.name for f in plan.features if f.storage == "reference"]
-    sources = []
-    for f in plan.sources.files:
-        source = {
-            "path": f.path,
-            "size": f.size,
-            "mtime": f.mtime,
-            "num_items": f.num_items,
-            "selection": {
-                "rows": config.rows,
-                "groups": config.groups,
-                "num_selected": int(f.rows.size),
-            },
-        }
-        if referenced:
-            source["path"] = _reference_path(f.path, config.output)
-            source["fingerprint"] = fingerprint(f.path)
-            source["references"] = {name: f.refs[name].to_json() for name in referenced}
-        sources.append(source)
     extra: dict[str, Any] = {}
     if referenced:
         # Relative to the output, like the paths, so output and sources can move together.
@@ -108,23 +46,107 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         "tool_version": __version__,
         "mode": plan.sources.mode,
         "compression": plan.compression,
-        "records": {
-            "rows_per_record": plan.rows_per_record,
-            "count_key": COUNT_KEY,
-            "shape_suffix": SHAPE_SUFFIX,
-            "byte_order": "little",
-            **(
-                {"file_key": FILE_KEY, "ref_suffix": REF_SUFFIX, "take_suffix": TAKE_SUFFIX}
-                if referenced
-                else {}
-            ),
-        },
-        "features": features,
-        "splits": splits,
-        "sources": sources,
+        "records": _records_entry(plan, referenced),
+        "features": [_feature_entry(feature, plan, by_name) for feature in plan.features],
+        "splits": {split: _split_entry(plan, split, by_name) for split in plan.split_names},
+        "sources": [_source_entry(config, f, referenced) for f in plan.sources.files],
         **extra,
         "config": config_record(config),
     }
+
+
+def _records_entry(plan: Plan, referenced: list[str]) -> dict[str, Any]:
+    return {
+        "rows_per_record": plan.rows_per_record,
+        "count_key": COUNT_KEY,
+        "shape_suffix": SHAPE_SUFFIX,
+        "byte_order": "little",
+        **(
+            {"file_key": FILE_KEY, "ref_suffix": REF_SUFFIX, "take_suffix": TAKE_SUFFIX}
+            if referenced
+            else {}
+        ),
+    }
+
+
+def _feature_entry(feature, plan: Plan, by_name: dict[str, ShardResult]) -> dict[str, Any]:
+    """One feature; a ragged one's shape is what its shards saw (None where it varied)."""
+    shape = list(feature.shape)
+    if feature.ragged:
+        observed = [by_name[s.filename].shapes.get(feature.name) for s in plan.shards]
+        observed = [tuple(o) for o in observed if o is not None]
+        shape = list(merge_shapes(observed)) if observed else shape
+    return {
+        "name": feature.name,
+        "dtype": feature.stored.dtype,
+        "shape": shape,
+        "encoding": feature.stored.encoding,
+        "ragged": feature.ragged,
+        "source": feature.source,
+        "source_dtype": feature.source_dtype,
+        "storage": feature.storage,
+        **({"enum": dict(feature.enum)} if feature.enum else {}),
+    }
+
+
+def shard_entry(result: ShardResult, fingerprint: str) -> dict[str, Any]:
+    """One shard as the manifest lists it."""
+    return {
+        "file": result.filename,
+        "num_examples": result.num_examples,
+        "num_records": result.num_records,
+        "num_bytes": result.num_bytes,
+        "sha256": result.sha256,
+        "shapes": result.shapes,
+        "fingerprint": fingerprint,
+    }
+
+
+def shard_state(split: str, index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's shard entry back as a completed shard (a ShardResult's fields and
+    its fingerprint), as ``--resume`` keeps it."""
+    return {
+        "split": split,
+        "index": index,
+        "filename": entry["file"],
+        "num_examples": entry["num_examples"],
+        "num_records": entry["num_records"],
+        "num_bytes": entry["num_bytes"],
+        "sha256": entry["sha256"],
+        "shapes": entry.get("shapes", {}),
+        "fingerprint": entry["fingerprint"],
+    }
+
+
+def _split_entry(plan: Plan, split: str, by_name: dict[str, ShardResult]) -> dict[str, Any]:
+    specs = plan.split_shards(split)
+    shards = [by_name[s.filename] for s in specs]
+    return {
+        "num_examples": sum(r.num_examples for r in shards),
+        "num_records": sum(r.num_records for r in shards),
+        "num_bytes": sum(r.num_bytes for r in shards),
+        "shards": [shard_entry(r, s.fingerprint) for r, s in zip(shards, specs)],
+    }
+
+
+def _source_entry(config: ConvertConfig, f, referenced: list[str]) -> dict[str, Any]:
+    """One source file; in index mode with where its rows are (relative paths)."""
+    source = {
+        "path": f.path,
+        "size": f.size,
+        "mtime": f.mtime,
+        "num_items": f.num_items,
+        "selection": {
+            "rows": config.rows,
+            "groups": config.groups,
+            "num_selected": int(f.rows.size),
+        },
+    }
+    if referenced:
+        source["path"] = _reference_path(f.path, config.output)
+        source["fingerprint"] = fingerprint(f.path)
+        source["references"] = {name: f.refs[name].to_json() for name in referenced}
+    return source
 
 
 def config_record(config: ConvertConfig) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, shard_state
 from .naming import TEMP_SUFFIX, is_output_file, is_part_file, temp_name
 from .plan import Plan
 from .writer import ShardResult
@@ -154,17 +154,7 @@ def _previous_results(out: str, existing: list[str]) -> dict[str, dict]:
         for split, info in manifest.get("splits", {}).items():
             for i, shard in enumerate(info.get("shards", [])):
                 if "fingerprint" in shard:
-                    done[shard["file"]] = {
-                        "split": split,
-                        "index": i,
-                        "filename": shard["file"],
-                        "num_examples": shard["num_examples"],
-                        "num_records": shard["num_records"],
-                        "num_bytes": shard["num_bytes"],
-                        "sha256": shard["sha256"],
-                        "shapes": shard.get("shapes", {}),
-                        "fingerprint": shard["fingerprint"],
-                    }
+                    done[shard["file"]] = shard_state(split, i, shard)
         return done
     if all(name.endswith(TEMP_SUFFIX) for name in existing):
         return {}  # nothing, or only the temporary files of a run killed at its start

@@ -99,54 +99,11 @@ def write_shard(
     """
     temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
     observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
-    records = 0
     try:
         with fs.open_write(temp) as raw:
             sink = BackgroundSink(raw, compress=job.compression == "gzip")
             try:
-                referenced, copied = job.referenced, job.copied
-                if referenced:
-                    sizes = _record_sizes(job, spec)
-                    blocker = Blocker(iter(sizes))
-                else:
-                    sizes, blocker = [], Blocker(itertools.repeat(job.rows_per_record))
-                position = 0
-
-                def write_blocks(blocks) -> None:
-                    nonlocal records, position
-                    for block, count in blocks:
-                        extra = (
-                            _reference_lists(job, spec, position, count, reader)
-                            if referenced
-                            else None
-                        )
-                        position += count
-                        pieces = encode_block(block, count, copied, extra)
-                        prefix, suffix = record_framing(pieces)
-                        sink.write(prefix)
-                        for piece in pieces:
-                            sink.write(piece)
-                        sink.write(suffix)
-                        records += 1
-                        if progress is not None:
-                            progress(count, piece_length(pieces))
-
-                pending: collections.deque = collections.deque()
-                if not job.read_features:  # nothing to read: every feature is referenced
-                    write_blocks(({}, n) for n in sizes)
-                windows = reader.windows(spec.file_ids, spec.rows) if job.read_features else ()
-                for window in windows:
-                    columns, n = window.columns, window.stop - window.start
-                    if transform is not None:
-                        columns = _transform_window(job, spec, window.start, columns, n, transform)
-                    for name, shapes in observed.items():
-                        shapes.extend(np.shape(v) for v in columns[name])
-                    write_blocks(blocker.add(columns, n))
-                    # The reader reuses this window's arrays two windows later.
-                    pending.append(sink.barrier())
-                    if len(pending) > 1:
-                        pending.popleft().wait()
-                write_blocks(blocker.flush())
+                records = _write_records(job, spec, reader, sink, observed, progress, transform)
                 size, sha256 = sink.close()
             except BaseException:
                 sink.abandon()
@@ -168,6 +125,52 @@ def write_shard(
     return ShardResult(
         spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
     )
+
+
+def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observed, progress,
+                   transform) -> int:  # fmt: skip
+    """Read the shard's rows window by window, encode them into records and hand the
+    pieces to ``sink``; returns the record count. ``observed`` collects ragged shapes."""
+    referenced, copied = job.referenced, job.copied
+    if referenced:
+        sizes = _record_sizes(job, spec)
+        blocker = Blocker(iter(sizes))
+    else:
+        sizes, blocker = [], Blocker(itertools.repeat(job.rows_per_record))
+    records = position = 0
+
+    def write_blocks(blocks) -> None:
+        nonlocal records, position
+        for block, count in blocks:
+            extra = _reference_lists(job, spec, position, count, reader) if referenced else None
+            position += count
+            pieces = encode_block(block, count, copied, extra)
+            prefix, suffix = record_framing(pieces)
+            sink.write(prefix)
+            for piece in pieces:
+                sink.write(piece)
+            sink.write(suffix)
+            records += 1
+            if progress is not None:
+                progress(count, piece_length(pieces))
+
+    pending: collections.deque = collections.deque()
+    if not job.read_features:  # nothing to read: every feature is referenced
+        write_blocks(({}, n) for n in sizes)
+    windows = reader.windows(spec.file_ids, spec.rows) if job.read_features else ()
+    for window in windows:
+        columns, n = window.columns, window.stop - window.start
+        if transform is not None:
+            columns = _transform_window(job, spec, window.start, columns, n, transform)
+        for name, shapes in observed.items():
+            shapes.extend(np.shape(v) for v in columns[name])
+        write_blocks(blocker.add(columns, n))
+        # The reader reuses this window's arrays two windows later.
+        pending.append(sink.barrier())
+        if len(pending) > 1:
+            pending.popleft().wait()
+    write_blocks(blocker.flush())
+    return records
 
 
 def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
