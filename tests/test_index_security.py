@@ -531,7 +531,7 @@ def test_corrupt_gzip_chunk_does_not_inflate(spans):
     span_reader, _, _, source, _ = spans
     offset, size = chunk_offsets(source, "z")[1]
     flip_byte(source, offset + size // 2, keep_mtime=True)
-    with h5py.File(source, "r") as h5, pytest.raises(OSError):
+    with h5py.File(source, "r") as h5, pytest.raises(OSError, match="(?i)can't|filter|inflate"):
         h5["z"][4]  # HDF5 cannot read it either
     message = rf"^chunk at byte {offset} of /z in src\.h5: does not inflate"
     with pytest.raises(ValueError, match=message):

@@ -29,7 +29,7 @@ def test_parse_rejects_foreign_names(filename):
 
 
 def test_index_out_of_range():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"shard index 2 outside 0\.\.1"):
         ShardedFileTemplate("x").filename("train", 2, 2)
 
 

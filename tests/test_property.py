@@ -116,7 +116,7 @@ def test_the_string_strategy_draws_only_what_hdf5_can_store():
         return c == "\x00" or 0xD800 <= ord(c) <= 0xDFFF
 
     search = settings(max_examples=5000, derandomize=True, database=None)
-    with pytest.raises(NoSuchExample):
+    with pytest.raises(NoSuchExample, match="No examples found"):
         find(HDF5_CHARACTERS, unstorable, settings=search)
 
 

@@ -246,7 +246,7 @@ def test_files_that_are_not_hdf5_are_refused(tmp_path, write_h5, convert_h5):
 
 def test_refusals_leave_no_manifest(odd_file, tmp_path, convert_h5):
     out = tmp_path / "out"
-    with pytest.raises(UnsupportedDtype):
+    with pytest.raises(UnsupportedDtype, match="dataset /compound in odd.h5: compound dtype"):
         convert_h5(odd_file, features={"x": "/compound"}, output=out)
     assert not (out / "manifest.json").exists()
     good = convert_h5(odd_file, features={"x": "/good"})

@@ -37,7 +37,7 @@ def test_shard_bounds_cover_everything_once(n, k):
 
 
 def test_shard_bounds_rejects_zero_shards():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_shards must be >= 1"):
         shard_bounds(5, 0)
 
 

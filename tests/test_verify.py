@@ -768,7 +768,9 @@ def test_load_of_edited_record_counts_keeps_the_write_order_or_raises(dataset):
 def test_load_of_an_edited_feature_raises_instead_of_returning_wrong_values(dataset, changes):
     directory = dataset("copy")
     edit_manifest(directory, _set_feature("x", **changes))
-    with pytest.raises((Hdf5ToRecordsError, tf.errors.OpError)):
+    with pytest.raises(
+        (Hdf5ToRecordsError, tf.errors.OpError), match="does not match the manifest"
+    ):
         for _ in reader.load(directory):
             pass
 

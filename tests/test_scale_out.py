@@ -1,9 +1,9 @@
-"""Review of issue 6 (task arrays, ``--runner beam``, reading through tf.data service).
+"""Scaling out (task arrays, ``--runner beam``, reading through tf.data service) on the
+layouts the feature tests do not cover.
 
-The ``xfail(strict=True)`` tests pin defects found in review: each fails because of
-the defect and passes once it is fixed. The other tests cover layouts the feature tests
-do not: groups with ragged features, transforms, YAML configs with relative paths and
-``ram://`` outputs through task arrays; Beam against a staged local shuffle; ragged,
+The ``xfail(strict=True)`` tests pin known defects: each fails because of the defect and
+passes once it is fixed. The others cover groups with ragged features, transforms,
+YAML configs with relative paths and ``ram://`` outputs through task arrays; Beam against a staged local shuffle; ragged,
 string and bool features and mixed index-mode datasets through the service.
 """
 
