@@ -3,8 +3,9 @@ layouts the feature tests do not cover.
 
 The ``xfail(strict=True)`` tests pin known defects: each fails because of the defect and
 passes once it is fixed. The others cover groups with ragged features, transforms,
-YAML configs with relative paths and ``ram://`` outputs through task arrays; Beam against a staged local shuffle; ragged,
-string and bool features and mixed index-mode datasets through the service.
+YAML configs with relative paths and ``ram://`` outputs through task arrays; Beam
+against a staged local shuffle; ragged, string and bool features and mixed index-mode
+datasets through the service.
 """
 
 from __future__ import annotations
