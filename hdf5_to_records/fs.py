@@ -12,6 +12,9 @@ import posixpath
 import shutil
 from typing import BinaryIO
 
+from .errors import OutputError
+from .naming import temp_name
+
 
 def is_url(path: str) -> bool:
     return "://" in path
@@ -135,3 +138,27 @@ def free_bytes(path: str) -> int | None:
         return shutil.disk_usage(path).free
     except OSError:
         return None
+
+
+def commit_file(directory: str, name: str, data: bytes) -> str:
+    """Write ``data`` as ``directory/name`` atomically (under its temporary name first);
+    return the path.
+
+    Raises:
+        OutputError: naming the file, when it cannot be written.
+    """
+    path = join(directory, name)
+    try:
+        write_atomic(path, data, join(directory, temp_name(name)))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def remove_scratch(directory: str, name: str, prefix: str) -> bool:
+    """Remove ``directory/name`` if it is a local scratch directory (``prefix``); say
+    whether it was one."""
+    if not name.startswith(prefix) or is_url(directory):
+        return False
+    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    return True

@@ -14,9 +14,8 @@ from . import fs
 from ._version import __version__
 from .config import ConvertConfig
 from .encode import COUNT_KEY, SHAPE_SUFFIX
-from .errors import ManifestError, OutputError
+from .errors import ManifestError
 from .fingerprint import fingerprint
-from .naming import temp_name
 from .plan import Plan
 from .references import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from .schema import merge_shapes
@@ -171,14 +170,8 @@ def _reference_path(path: str, output: str) -> str:
 
 def write_manifest(output: str, manifest: dict[str, Any]) -> str:
     """Write the manifest atomically (temp file + rename); return its path."""
-    path = fs.join(output, MANIFEST_NAME)
-    temp = fs.join(output, temp_name(MANIFEST_NAME))
     data = json.dumps(manifest, indent=2, sort_keys=False).encode() + b"\n"
-    try:
-        fs.write_atomic(path, data, temp)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return fs.commit_file(output, MANIFEST_NAME, data)
 
 
 def read_manifest(directory: str) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import asdict
 
@@ -17,7 +15,7 @@ from . import fs
 from .config import ConvertConfig
 from .errors import OutputError
 from .manifest import MANIFEST_NAME, shard_state
-from .naming import TEMP_SUFFIX, is_output_file, is_part_file, temp_name
+from .naming import TEMP_SUFFIX, is_output_file, is_part_file
 from .plan import Plan
 from .writer import ShardResult
 
@@ -67,8 +65,8 @@ class OutputState:
         for name in fs.listdir(self._output):
             if name.endswith(TEMP_SUFFIX):
                 fs.remove(fs.join(self._output, name))
-            elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(self._output):
-                shutil.rmtree(os.path.join(self._output, name), ignore_errors=True)
+            else:
+                fs.remove_scratch(self._output, name, SCRATCH_PREFIX)
 
     def finish(self) -> None:
         """The manifest is written: the state file has served its purpose."""
@@ -76,12 +74,8 @@ class OutputState:
 
     def save(self) -> None:
         """Write the resume state now (atomically)."""
-        path = fs.join(self._output, STATE_NAME)
-        temp = fs.join(self._output, temp_name(STATE_NAME))
-        try:
-            fs.write_atomic(path, json.dumps({"version": 1, "done": self._done}).encode(), temp)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        state = json.dumps({"version": 1, "done": self._done}).encode()
+        fs.commit_file(self._output, STATE_NAME, state)
         self._saved_at = time.monotonic()
 
 
@@ -124,9 +118,8 @@ def prepare_output(config: ConvertConfig, plan: Plan) -> OutputState:
             )
             if stale and name != STATE_NAME:
                 fs.remove(fs.join(out, name))
-            elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(out):
-                # A killed run's staging scratch: its name is random, so none is reused.
-                shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+            else:  # a killed run's staging scratch: its name is random, so none is reused
+                fs.remove_scratch(out, name, SCRATCH_PREFIX)
     except PermissionError:
         raise OutputError(f"--output {out}: permission denied") from None
     except OutputError:

@@ -14,7 +14,6 @@ import collections
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from . import fs
 from .config import ConvertConfig, build_config
 from .errors import OutputError, UsageError
 from .manifest import MANIFEST_NAME, RUN_FLAGS, build_manifest, write_manifest
-from .naming import is_output_file, is_part_file, is_temp_of, part_name, temp_name
+from .naming import is_output_file, is_part_file, is_temp_of, part_name
 from .output import SCRATCH_PREFIX, STATE_NAME
 from .plan import Plan, ShardSpec
 from .writer import ShardResult
@@ -139,13 +138,7 @@ def write_part(config: ConvertConfig, plan: Plan, task: TaskSlice, results) -> s
         "config": {k: v for k, v in config.to_json().items() if k not in RUN_FLAGS},
         "shards": [asdict(r) for r in sorted(results, key=lambda r: r.filename)],
     }
-    path = fs.join(config.output, task.part_name)
-    temp = fs.join(config.output, temp_name(task.part_name))
-    try:
-        fs.write_atomic(path, json.dumps(part, indent=1).encode(), temp)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return fs.commit_file(config.output, task.part_name, json.dumps(part, indent=1).encode())
 
 
 def sweep_task(config: ConvertConfig, specs: list[ShardSpec]) -> None:
@@ -240,8 +233,8 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
     for name in names:
         if name in parts or (is_output_file(name) and name not in wanted):
             fs.remove(fs.join(directory, name))
-        elif name.startswith(SCRATCH_PREFIX) and not fs.is_url(directory):
-            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        else:
+            fs.remove_scratch(directory, name, SCRATCH_PREFIX)
     return Finalized(plan, manifest, path, count)
 
 
