@@ -8,7 +8,9 @@ The helpers are session-scoped so that hypothesis tests can use them too.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -166,3 +168,30 @@ def check_examples() -> Callable[..., None]:
 def stored() -> Callable[[object], np.ndarray]:
     """``stored(value)``: the value as the records hold it (see :func:`as_stored`)."""
     return as_stored
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    """For the fuzz tests: mode -> (work directory, its original manifest). Each example
+    rewrites only the work directory's manifest.json; the shards (and index mode's
+    source, referenced as ``../rows.h5``) stay intact."""
+    from fuzzing import N as n  # the rows the fuzz tests expect
+    from records import convert_small
+
+    root = tmp_path_factory.mktemp("fuzz")
+    with h5py.File(root / "rows.h5", "w") as h5:
+        h5["x"] = np.arange(n * 3, dtype="<f4").reshape(n, 3)
+        h5.create_dataset("y", data=np.arange(n, dtype="<i8"), chunks=(4,), compression="gzip")
+        h5["name"] = np.array([f"r{i}".encode() for i in range(n)], dtype="S3")
+    options = {
+        "copy": dict(num_shards=2, rows_per_record=3),
+        "index": dict(num_shards=2, rows_per_record=3, mode="index", features=["x=/x", "y=/y"]),
+    }
+    out = {}
+    for mode, kwargs in options.items():
+        convert_small(root / "rows.h5", root / mode, **kwargs)
+        work = root / f"{mode}_work"
+        shutil.copytree(root / mode, work)
+        with open(work / "manifest.json") as handle:
+            out[mode] = (str(work), json.load(handle))
+    return out
