@@ -37,7 +37,7 @@ import numpy as np
 from convert_bench import ensure_source, log
 
 from hdf5_to_records.errors import Hdf5ToRecordsError
-from hdf5_to_records.manifest import read_manifest
+from hdf5_to_records.format.manifest import read_manifest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

@@ -159,7 +159,7 @@ def _single_decoder(spec, features):
 def build_cx(records: str, batch: int, knobs: dict[str, str]):
     """reader/pipeline.py's default path (no shuffle, one epoch), with its knobs exposed."""
     tf = tensorflow()
-    from hdf5_to_records.dataset_spec import load_spec
+    from hdf5_to_records.format.dataset_spec import load_spec
     from reader.decode import make_decoder
 
     spec = load_spec(records)

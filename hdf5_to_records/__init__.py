@@ -11,14 +11,14 @@ import importlib
 from ._version import __version__
 
 _EXPORTS = {
-    "ConvertConfig": "config",
-    "FeatureSpec": "config",
-    "SplitSpec": "config",
-    "build_config": "config",
+    "ConvertConfig": "planning.config",
+    "FeatureSpec": "planning.config",
+    "SplitSpec": "planning.config",
+    "build_config": "planning.config",
     "convert": "converter",
     "ConvertResult": "converter",
-    "read_manifest": "manifest",
-    "describe_file": "inspect",
+    "read_manifest": "format.manifest",
+    "describe_file": "checks.inspect",
     "finalize": "converter",
     **{
         name: "errors"

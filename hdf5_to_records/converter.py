@@ -16,20 +16,21 @@ from typing import Any
 import numpy as np
 
 from . import fs
-from .config import ConvertConfig
 from .errors import NotReferenceable, OutputError
-from .executor import execute, prestart
-from .manifest import build_manifest, write_manifest
-from .output import prepare_output
-from .plan import Plan, ShardSpec, build_plan
-from .reading import ShardReader
-from .references import Reference
-from .schema import FeatureSchema, SourceSet, scan_sources
-from .staging import needs_staging, stage
-from .tasks import TaskSlice, prepare_task_output, sweep_task, write_part
-from .tasks import finalize as finalize_parts
-from .transform import apply_transform, example_for_transform, load_transform, schema_of
-from .writer import Job, ShardResult
+from .format.manifest import write_manifest
+from .format.reference import Reference
+from .planning.config import ConvertConfig
+from .planning.plan import Plan, ShardSpec, build_plan
+from .planning.schema import FeatureSchema, SourceSet, scan_sources
+from .planning.transform import apply_transform, example_for_transform, load_transform, schema_of
+from .scale_out.tasks import TaskSlice, prepare_task_output, sweep_task, write_part
+from .scale_out.tasks import finalize as finalize_parts
+from .writing.commit import build_manifest
+from .writing.executor import execute, prestart
+from .writing.output import prepare_output
+from .writing.reading import ShardReader
+from .writing.staging import needs_staging, stage
+from .writing.writer import Job, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def convert(
     staging_bytes = plan.sources.num_examples * plan.sources.example_bytes if staging else 0
     if not config.resume:
         check_space(config, plan.shards, extra=staging_bytes)
-    state = prepare_output(config, plan)
+    state = prepare_output(config.output_options, plan)
     done = state.completed()
     done_names = {r.filename for r in done}
     todo = [s for s in plan.shards if s.filename not in done_names]
@@ -93,7 +94,7 @@ def convert(
     manifest = build_manifest(config, plan, results)
     path = write_manifest(config.output, manifest)
     state.finish()
-    return ConvertResult(plan, manifest, path, skipped_shards=len(done))
+    return ConvertResult(plan, manifest.to_json(), path, skipped_shards=len(done))
 
 
 def _convert_task(config, plan, task, staging, on_start, progress) -> ConvertResult:
@@ -129,11 +130,11 @@ def plan_conversion(config: ConvertConfig) -> Plan:
     Raises:
         Hdf5ToRecordsError: bad sources, selections or options.
     """
-    sources = scan_sources(config)
+    sources = scan_sources(config.source_options)
     sources = choose_storage(config, sources)
     _warn_shuffled_chunks(config, sources)
     features = _output_schema(config, sources)
-    return build_plan(config, sources, features)
+    return build_plan(config.plan_options, sources, features)
 
 
 def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None = None) -> Job:

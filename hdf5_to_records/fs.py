@@ -13,7 +13,7 @@ import shutil
 from typing import BinaryIO
 
 from .errors import OutputError
-from .naming import temp_name
+from .format.naming import temp_name
 
 
 def is_url(path: str) -> bool:

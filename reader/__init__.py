@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
         return ReadOptions
     if name in ("load_spec", "DatasetSpec"):
-        from hdf5_to_records import dataset_spec
+        from hdf5_to_records.format import dataset_spec
 
         return getattr(dataset_spec, name)
     raise AttributeError(f"module 'reader' has no attribute {name!r}")

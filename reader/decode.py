@@ -12,8 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.dataset_spec import DatasetSpec, FeatureInfo
-from hdf5_to_records.spans import SpanReader
+from hdf5_to_records.format.dataset_spec import DatasetSpec, FeatureInfo
+from hdf5_to_records.index.spans import SpanReader
 
 from . import shutdown
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.dataset_spec import ShardInfo
 from hdf5_to_records.errors import ShardCorrupt, ShardMissing, UsageError
+from hdf5_to_records.format.dataset_spec import ShardInfo
 
 _HASH_BLOCK = 8 << 20  # 8 MiB reads when verifying checksums
 

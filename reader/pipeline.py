@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.dataset_spec import DatasetSpec, ShardInfo, load_spec
-from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import ManifestError, UsageError
-from hdf5_to_records.source_trust import resolve_sources
-from hdf5_to_records.spans import SpanReader
+from hdf5_to_records.format.dataset_spec import DatasetSpec, ShardInfo, load_spec
+from hdf5_to_records.format.dtypes import from_stored
+from hdf5_to_records.index.source_trust import resolve_sources
+from hdf5_to_records.index.spans import SpanReader
 
 from .decode import make_decoder
 from .files import check_shards, worker_shards

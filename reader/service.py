@@ -13,8 +13,8 @@ a worker in another process; and the final prefetch.
 from __future__ import annotations
 
 from hdf5_to_records._tf import import_tensorflow
-from hdf5_to_records.data_service import check_reachable, parse_address
 from hdf5_to_records.errors import UsageError
+from hdf5_to_records.scale_out.data_service import check_reachable, parse_address
 
 tf = import_tensorflow()
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdf5_to_records.dataset_spec import load_spec
-from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import UsageError
+from hdf5_to_records.format.dataset_spec import load_spec
+from hdf5_to_records.format.dtypes import from_stored
 
 from .pipeline import load
 

@@ -65,8 +65,8 @@ def read_split(directory: str, split: str = "train") -> dict[str, list]:
 
 def convert_small(path, out, **options) -> str:
     """Convert one test source in-process (one worker); return the output directory."""
-    from hdf5_to_records.config import build_config
     from hdf5_to_records.converter import convert
+    from hdf5_to_records.planning.config import build_config
 
     convert(build_config({"sources": [str(path)], "output": str(out), "workers": 1, **options}))
     return str(out)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hdf5_to_records import beam_options, beam_runner
-from hdf5_to_records.beam_runner import convert_on_beam
 from hdf5_to_records.cli import main
-from hdf5_to_records.config import build_config
 from hdf5_to_records.converter import convert
 from hdf5_to_records.errors import TransformError, UsageError
+from hdf5_to_records.planning.config import build_config
+from hdf5_to_records.scale_out import beam_options, beam_runner
+from hdf5_to_records.scale_out.beam_runner import convert_on_beam
 
 from records import read_split
 
@@ -229,7 +229,7 @@ def test_the_pipeline_carries_the_config_not_the_plan(tmp_path, sources):
 
     from hdf5_to_records.converter import plan_conversion
     from hdf5_to_records.errors import OutputError
-    from hdf5_to_records.tasks import plan_id
+    from hdf5_to_records.scale_out.tasks import plan_id
 
     _, paths = sources
     config = build_config({"sources": paths, "output": str(tmp_path / "o"), "num_shards": 4})

@@ -249,7 +249,7 @@ def test_unsupported_dtypes(tmp_path, make, fragment):
 
 
 def test_example_larger_than_a_record(source, tmp_path, monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.encode.MAX_RECORD_BYTES", 50)
+    monkeypatch.setattr("hdf5_to_records.writing.encode.MAX_RECORD_BYTES", 50)
     out = tmp_path / "out"
     result = run(
         "convert",

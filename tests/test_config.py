@@ -1,6 +1,7 @@
 import pytest
 
-from hdf5_to_records.config import (
+from hdf5_to_records.errors import UsageError
+from hdf5_to_records.planning.config import (
     ConvertConfig,
     FeatureSpec,
     SplitSpec,
@@ -8,7 +9,6 @@ from hdf5_to_records.config import (
     parse_feature,
     parse_split,
 )
-from hdf5_to_records.errors import UsageError
 
 
 def test_parse_feature_and_split():

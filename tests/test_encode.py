@@ -5,10 +5,10 @@ import itertools
 import numpy as np
 import pytest
 
-from hdf5_to_records.dtypes import StoredType
-from hdf5_to_records.encode import Blocker, encode_block, piece_length, record_framing
 from hdf5_to_records.errors import RecordTooLarge
-from hdf5_to_records.schema import FeatureSchema
+from hdf5_to_records.format.dtypes import StoredType
+from hdf5_to_records.planning.schema import FeatureSchema
+from hdf5_to_records.writing.encode import Blocker, encode_block, piece_length, record_framing
 
 from records import tf
 
@@ -66,7 +66,7 @@ def test_framing_matches_tensorflow_writer(tmp_path):
 
 
 def test_record_too_large(monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.encode.MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr("hdf5_to_records.writing.encode.MAX_RECORD_BYTES", 100)
     with pytest.raises(RecordTooLarge, match="lower --rows-per-record"):
         encode_block({"x": np.zeros((4, 8), "<f8")}, 4, (feature("x", "float64", (8,)),))
 

@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hdf5_to_records.manifest import MANIFEST_NAME
-from hdf5_to_records.naming import TEMP_SUFFIX, ShardedFileTemplate
-from hdf5_to_records.output import STATE_NAME
+from hdf5_to_records.format.manifest import MANIFEST_NAME
+from hdf5_to_records.format.naming import TEMP_SUFFIX, ShardedFileTemplate
+from hdf5_to_records.writing.output import STATE_NAME
 
 ROWS = 600
 INCOMPRESSIBLE_FROM = 500  # rows before are zeros: gzip shrinks shards 0-4, not shard 5
@@ -61,7 +61,7 @@ CRASH_AT_STATE_SAVE = """\
 import os, signal, sys
 from hdf5_to_records import fs
 from hdf5_to_records.cli import main
-from hdf5_to_records.output import STATE_NAME
+from hdf5_to_records.writing.output import STATE_NAME
 rename = fs.rename
 def crash_before_state_rename(src, dst):
     if os.path.basename(dst) == STATE_NAME:

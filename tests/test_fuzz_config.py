@@ -19,8 +19,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hdf5_to_records.cli import main
-from hdf5_to_records.config import build_config
 from hdf5_to_records.errors import Hdf5ToRecordsError, UsageError
+from hdf5_to_records.planning.config import build_config
 
 from fuzzing import FUZZ, NO_SHRINK, SPECIAL_INTS, UTF8, N
 

@@ -19,10 +19,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import reader
+from hdf5_to_records.checks.summary import describe
+from hdf5_to_records.checks.verify import verify
 from hdf5_to_records.cli import main
 from hdf5_to_records.errors import Hdf5ToRecordsError, ManifestError
-from hdf5_to_records.summary import describe
-from hdf5_to_records.verify import verify
 
 from fuzzing import FUZZ, NO_SHRINK, SPECIAL_INTS, UTF8, N, write_manifest
 from records import tf

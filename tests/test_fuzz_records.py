@@ -13,8 +13,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from hdf5_to_records.proto import masked_crc, parse_example
-from hdf5_to_records.verify import Problem, verify
+from hdf5_to_records.checks.verify import Problem, verify
+from hdf5_to_records.format.proto import masked_crc, parse_example
 
 from fuzzing import FUZZ, UTF8, write_manifest
 from records import convert_small, tf

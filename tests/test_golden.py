@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hdf5_to_records.config import build_config
 from hdf5_to_records.converter import convert
+from hdf5_to_records.planning.config import build_config
 
 from records import read_split
 

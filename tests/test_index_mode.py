@@ -527,7 +527,7 @@ def test_cache_keeps_decoded_examples_not_references(tmp_path, shuffle):
 def test_records_never_read_more_than_the_cap(tmp_path, monkeypatch):
     """Sparse small rows are read through their gaps, but a record is split before its
     byte ranges add up to more than MAX_READ_BYTES."""
-    monkeypatch.setattr("hdf5_to_records.writer.MAX_READ_BYTES", 64 << 10)
+    monkeypatch.setattr("hdf5_to_records.writing.writer.MAX_READ_BYTES", 64 << 10)
     path = tmp_path / "src.h5"
     values = np.arange(100_000, dtype="<i4")
     with h5py.File(path, "w") as h5:

@@ -2,7 +2,7 @@
 
 Sources changed, moved or deleted since the conversion; manifests edited by hand to
 point at other files or byte ranges; records whose references point outside their file
-or dataset (fed straight to ``hdf5_to_records.spans.SpanReader``); corrupted chunks; and the
+or dataset (fed straight to ``hdf5_to_records.index.spans.SpanReader``); corrupted chunks; and the
 same refusals surfacing through the tf.data pipeline. Every refusal is checked by class
 and message.
 """
@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 
 import reader
-from hdf5_to_records.chunk_filters import fletcher32
-from hdf5_to_records.dtypes import from_stored
 from hdf5_to_records.errors import (
     ManifestError,
     SourceChanged,
     SourceNotFound,
     SourceRefused,
 )
-from hdf5_to_records.references import Reference
-from hdf5_to_records.spans import SourceFile, SpanReader
+from hdf5_to_records.format.dtypes import from_stored
+from hdf5_to_records.format.reference import Reference
+from hdf5_to_records.index.chunk_filters import fletcher32
+from hdf5_to_records.index.spans import SourceFile, SpanReader
 
 from records import convert_small, edit_manifest, load_manifest, tf
 
@@ -669,7 +669,7 @@ def test_hdf5_file_with_a_user_block_is_accepted(tmp_path):
 
 def test_many_sources_with_few_open_files(tmp_path, monkeypatch):
     """More sources than the open-file budget: descriptors are recycled, values right."""
-    monkeypatch.setattr("hdf5_to_records.spans.MAX_OPEN_FILES", 2)
+    monkeypatch.setattr("hdf5_to_records.index.spans.MAX_OPEN_FILES", 2)
     for i in range(6):
         with h5py.File(tmp_path / f"s{i}.h5", "w") as h5:
             h5.create_dataset("x", data=np.arange(8.0) + 100 * i, chunks=(3,), compression=1)

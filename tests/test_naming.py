@@ -1,7 +1,7 @@
 import pytest
 
 from hdf5_to_records.errors import UsageError
-from hdf5_to_records.naming import ShardedFileTemplate, ShardName, check_name, is_output_file
+from hdf5_to_records.format.naming import ShardedFileTemplate, ShardName, check_name, is_output_file
 
 
 def test_filename_format():
@@ -54,8 +54,8 @@ def test_output_files_are_recognised():
 
 def test_each_write_attempt_has_its_own_temporary_name(tmp_path):
     """A retried task or Beam bundle overlapping a straggler must not share its file."""
-    from hdf5_to_records.naming import is_temp_of, temp_name
-    from hdf5_to_records.writer import temp_path
+    from hdf5_to_records.format.naming import is_temp_of, temp_name
+    from hdf5_to_records.writing.writer import temp_path
 
     class Spec:
         filename = "d-train.tfrecord-00000-of-00001"

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from hdf5_to_records.config import ConvertConfig, SplitSpec
-from hdf5_to_records.dtypes import stored_type
 from hdf5_to_records.errors import RecordTooLarge
-from hdf5_to_records.plan import build_plan
-from hdf5_to_records.schema import FeatureSchema, SourceFile, SourceSet
+from hdf5_to_records.format.dtypes import stored_type
+from hdf5_to_records.planning.config import ConvertConfig, SplitSpec
+from hdf5_to_records.planning.plan import build_plan
+from hdf5_to_records.planning.schema import FeatureSchema, SourceFile, SourceSet
 
 
 def sources(*row_lists, shape=(4,)):
@@ -21,7 +21,7 @@ def sources(*row_lists, shape=(4,)):
 
 def plan(source_set, **kwargs):
     config = ConvertConfig(("a.h5",), "/out/ds", workers=1, **kwargs)
-    return build_plan(config, source_set, source_set.features)
+    return build_plan(config.plan_options, source_set, source_set.features)
 
 
 def examples(p, split):
@@ -86,6 +86,6 @@ def test_records_per_shard_and_estimates():
 
 
 def test_an_example_too_large_for_a_record_is_refused_up_front(monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.sharding.MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr("hdf5_to_records.planning.sharding.MAX_RECORD_BYTES", 100)
     with pytest.raises(RecordTooLarge, match="feature 'x': 400 bytes"):
         plan(sources(range(3), shape=(100,)))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hdf5_to_records import reading
-from hdf5_to_records.reading import _spans, window_bounds
+from hdf5_to_records.writing import reading
+from hdf5_to_records.writing.reading import _spans, window_bounds
 
 
 @pytest.fixture(autouse=True)

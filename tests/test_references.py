@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hdf5_to_records.fingerprint import fingerprint
-from hdf5_to_records.references import GAP_BYTES, ChunkTable, Reference, encode_refs, probe
+from hdf5_to_records.format.reference import Reference
+from hdf5_to_records.index.fingerprint import fingerprint
+from hdf5_to_records.index.references import GAP_BYTES, ChunkTable, encode_refs, probe
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hdf5_to_records import reading
+from hdf5_to_records.writing import reading
 
 from records import load_manifest, read_split, tf
 

@@ -24,14 +24,15 @@ import pytest
 from click.testing import CliRunner
 
 import reader
-from hdf5_to_records import converter, reading
+from hdf5_to_records import converter
+from hdf5_to_records.checks.verify import verify
 from hdf5_to_records.cli import main
-from hdf5_to_records.config import build_config
 from hdf5_to_records.converter import convert, finalize
 from hdf5_to_records.errors import Hdf5ToRecordsError
-from hdf5_to_records.output import SCRATCH_PREFIX
-from hdf5_to_records.tasks import TaskSlice
-from hdf5_to_records.verify import verify
+from hdf5_to_records.planning.config import build_config
+from hdf5_to_records.scale_out.tasks import TaskSlice
+from hdf5_to_records.writing import reading
+from hdf5_to_records.writing.output import SCRATCH_PREFIX
 
 from records import tf
 
@@ -303,7 +304,7 @@ def test_interrupting_a_beam_run_exits_130(src, tmp_path, transforms):
 def test_beam_equals_a_local_run_that_staged_or_used_groups(case, src, tmp_path, monkeypatch):
     """Locally a shuffle of chunked data reads from a staged copy; Beam reads the chunks:
     the bytes must still be the same (groups with a ragged feature, too)."""
-    from hdf5_to_records.beam_runner import convert_on_beam
+    from hdf5_to_records.scale_out.beam_runner import convert_on_beam
 
     monkeypatch.setattr(reading, "WINDOW_BYTES", SMALL_WINDOW_BYTES)
     staged = []

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hdf5_to_records.errors import DatasetNotFound, SelectionError, UsageError
-from hdf5_to_records.selection import parse_rows, resolve_rows
+from hdf5_to_records.planning.selection import parse_rows, resolve_rows
 
 
 def rows(text, n=10, **kwargs):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hdf5_to_records.sharding import (
+from hdf5_to_records.planning.sharding import (
     DEFAULT_SHARD_BYTES,
     choose_num_shards,
     choose_rows_per_record,

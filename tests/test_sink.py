@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from hdf5_to_records.sink import BackgroundSink
+from hdf5_to_records.writing.sink import BackgroundSink
 
 
 def pieces():

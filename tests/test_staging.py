@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hdf5_to_records import reading, staging
-from hdf5_to_records.config import build_config
 from hdf5_to_records.converter import convert
+from hdf5_to_records.planning.config import build_config
+from hdf5_to_records.writing import reading, staging
 
 from records import load_manifest, read_split
 

@@ -22,17 +22,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hdf5_to_records import converter, reading
+from hdf5_to_records import converter
+from hdf5_to_records.checks.verify import verify
 from hdf5_to_records.cli import main
-from hdf5_to_records.config import ConvertConfig, build_config
 from hdf5_to_records.converter import ConvertResult, convert, finalize
 from hdf5_to_records.errors import OutputError, UsageError
-from hdf5_to_records.manifest import MANIFEST_NAME
-from hdf5_to_records.naming import TEMP_SUFFIX
-from hdf5_to_records.output import STATE_NAME
-from hdf5_to_records.staging import stage
-from hdf5_to_records.tasks import TaskSlice, _ranges, part_name
-from hdf5_to_records.verify import verify
+from hdf5_to_records.format.manifest import MANIFEST_NAME
+from hdf5_to_records.format.naming import TEMP_SUFFIX
+from hdf5_to_records.planning.config import ConvertConfig, build_config
+from hdf5_to_records.scale_out.tasks import TaskSlice, _ranges, part_name
+from hdf5_to_records.writing import reading
+from hdf5_to_records.writing.output import STATE_NAME
+from hdf5_to_records.writing.staging import stage
 
 from records import load_manifest, read_split
 

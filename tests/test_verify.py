@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import hdf5_to_records.verify_shards as verify_module
+import hdf5_to_records.checks.verify_shards as verify_module
 import reader
 from hdf5_to_records._version import __version__
+from hdf5_to_records.checks.summary import describe
+from hdf5_to_records.checks.verify import Problem, verify
 from hdf5_to_records.cli import main
 from hdf5_to_records.errors import (
     Hdf5ToRecordsError,
@@ -34,8 +36,6 @@ from hdf5_to_records.errors import (
     SourceChanged,
     SourceNotFound,
 )
-from hdf5_to_records.summary import describe
-from hdf5_to_records.verify import Problem, verify
 
 from records import convert_small, edit_manifest, load_manifest, tf
 

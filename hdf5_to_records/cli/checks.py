@@ -16,7 +16,7 @@ from .app import debug_option, main, reported_errors
 def inspect(file: str, debug: bool) -> None:
     """Print FILE's groups and datasets: shape, dtype, chunks, filters and layout."""
     with reported_errors(debug):
-        from ..inspect import describe_file
+        from ..checks.inspect import describe_file
 
         for line in describe_file(file):
             click.echo(line)
@@ -39,7 +39,7 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
     with reported_errors(debug):
         from tqdm import tqdm
 
-        from hdf5_to_records.dataset_spec import load_spec
+        from hdf5_to_records.format.dataset_spec import load_spec
         from reader.throughput import measure
 
         total = sum(s.num_examples for s in load_spec(directory).split(split)) * epochs
@@ -78,7 +78,7 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
     with reported_errors(debug):
         from tqdm import tqdm
 
-        from ..verify import verify as run_verify
+        from ..checks.verify import verify as run_verify
 
         with tqdm(
             unit="B", unit_scale=True, desc="verifying", disable=None, file=sys.stderr
@@ -113,7 +113,7 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
 def info(directory: str, debug: bool) -> None:
     """Describe DIRECTORY: splits, counts, sizes, features, sources and settings."""
     with reported_errors(debug):
-        from ..summary import describe
+        from ..checks.summary import describe
 
         for line in describe(directory):
             click.echo(line)

@@ -148,8 +148,8 @@ def convert(
     elif num_tasks is not None:
         hint = "rerun this task (--resume keeps a complete one)"
     with reported_errors(debug, interrupted_hint=hint):
-        from ..config import build_config
         from ..converter import convert as run_convert
+        from ..planning.config import build_config
 
         config = build_config(given, yaml_path=config_file)
         task = _task(num_tasks, task_index)
@@ -162,7 +162,7 @@ def convert(
         try:
             with sigterm_as_interrupt():
                 if runner == "beam" and not dry_run:
-                    from ..beam_runner import convert_on_beam
+                    from ..scale_out.beam_runner import convert_on_beam
 
                     result = convert_on_beam(config, beam_options=beam_options)
                 else:
@@ -187,7 +187,7 @@ def _task(num_tasks: int | None, task_index: int | None):
         return None
     if num_tasks is None or task_index is None:
         raise click.UsageError("--num-tasks and --task-index go together")
-    from ..tasks import TaskSlice
+    from ..scale_out.tasks import TaskSlice
 
     return TaskSlice(task_index, num_tasks)
 

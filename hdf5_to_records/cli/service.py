@@ -27,7 +27,7 @@ def data_service() -> None:
 def dispatcher(port: int, work_dir: str | None, fault_tolerant: bool, debug: bool) -> None:
     """Start a tf.data service dispatcher and serve until stopped (Ctrl-C, SIGTERM)."""
     with reported_errors(debug):
-        from ..data_service import start_dispatcher
+        from ..scale_out.data_service import start_dispatcher
 
         server = start_dispatcher(port=port, work_dir=work_dir, fault_tolerant=fault_tolerant)
         _serve(server, f"dispatcher serving at {server.target}")
@@ -45,7 +45,7 @@ def dispatcher(port: int, work_dir: str | None, fault_tolerant: bool, debug: boo
 def worker(dispatcher_address: str, port: int, worker_address: str | None, debug: bool) -> None:
     """Start a tf.data service worker for the dispatcher at HOST:PORT; serve until stopped."""
     with reported_errors(debug):
-        from ..data_service import served_address, start_worker
+        from ..scale_out.data_service import served_address, start_worker
 
         server = start_worker(
             dispatcher=dispatcher_address, port=port, worker_address=worker_address

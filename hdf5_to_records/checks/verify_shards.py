@@ -1,0 +1,264 @@
+"""``verify``'s check of one shard: its bytes (size, sha256), every record's framing,
+counts and decoding, and for ``deep``/``sample`` the values against h5py's (the rows
+found by rebuilding the conversion plan: :class:`Expected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import Hdf5ToRecordsError
+from ..format.dtypes import from_stored
+from ..format.manifest import Manifest
+from ..format.proto import FrameReader, FramingError, parse_example
+from .verify_report import Problem, Report
+
+READ_BLOCK = 16 << 20  # bytes read at a time
+MAX_RECORD_PROBLEMS = 10  # per shard; the rest are counted
+
+
+class Expected:
+    """The conversion plan rebuilt from the manifest, to find each example's source row."""
+
+    def __init__(self, directory: str, manifest: Manifest, report: Report):
+        from ..converter import choose_storage
+        from ..planning.config import build_config
+        from ..planning.plan import build_plan
+        from ..planning.schema import scan_sources
+        from ..writing.reading import ShardReader
+
+        self.shards: dict[str, Any] = {}
+        self.reader = None
+        config = dict(manifest.config)
+        if config.get("transform"):
+            report.notes.append("values of --transform outputs are not compared")
+            return
+        base = os.path.realpath(directory)
+        config["sources"] = [
+            p if os.path.isabs(p) or "://" in directory else os.path.join(base, p)
+            for p in (s.path for s in manifest.sources)
+        ]
+        config.update(output=directory, overwrite=False, resume=False)
+        try:
+            rebuilt = build_config(config)
+            sources = choose_storage(rebuilt, scan_sources(rebuilt.source_options))
+            plan = build_plan(rebuilt.plan_options, sources, sources.features)
+        except Hdf5ToRecordsError as exc:
+            report.problems.append(Problem("sources", f"cannot rebuild the plan: {exc}"))
+            return
+        self.shards = {s.filename: s for s in plan.shards}
+        self.reader = ShardReader(sources.without_selections(), sources.features)
+
+    def values(self, filename: str, start: int, n: int) -> dict[str, Any] | None:
+        spec = self.shards.get(filename)
+        if spec is None or self.reader is None:
+            return None
+        ids, rows = spec.file_ids[start : start + n], spec.rows[start : start + n]
+        columns: dict[str, list] = {}
+        for window in self.reader.windows(ids, rows):
+            for name, column in window.columns.items():
+                columns.setdefault(name, []).extend(np.asarray(v).copy() for v in column)
+        return columns
+
+
+class ShardCheck:
+    """Stream one shard: hash, framing, records, counts, and optionally values."""
+
+    def __init__(self, spec, entry, spans, expected, rng, fraction, report, progress):
+        self.spec, self.entry, self.spans, self.expected = spec, entry, spans, expected
+        self.rng, self.fraction, self.report, self.progress = rng, fraction, report, progress
+        self.name = entry.file
+        self.shown = self.hidden = 0
+
+    def problem(self, message: str, record: int | None = None) -> None:
+        self.shown += 1
+        if record is None or self.shown <= MAX_RECORD_PROBLEMS:
+            self.report.problems.append(Problem(self.name, message, record))
+        else:
+            self.hidden += 1
+
+    def run(self, path: str) -> None:
+        records = examples = 0
+        digest = hashlib.sha256()
+        size = 0
+        inflate = zlib.decompressobj(wbits=31) if self.spec.compression == "gzip" else None
+        framing = FrameReader()
+        broken = False
+        try:
+            with open(path, "rb") as handle:
+                while block := handle.read(READ_BLOCK):
+                    digest.update(block)
+                    size += len(block)
+                    if self.progress is not None:
+                        self.progress(len(block))
+                    if broken:
+                        continue
+                    try:
+                        data = inflate.decompress(block) if inflate is not None else block
+                        for record in framing.feed(data):
+                            examples += self._record(records, record, examples)
+                            records += 1
+                    except (FramingError, zlib.error) as exc:
+                        self.problem(f"bad TFRecord framing: {exc}", records)
+                        broken = True
+            if not broken:
+                try:
+                    if inflate is not None:
+                        for record in framing.feed(inflate.flush()):
+                            examples += self._record(records, record, examples)
+                            records += 1
+                    framing.finish()
+                except (FramingError, zlib.error) as exc:
+                    self.problem(f"bad TFRecord framing: {exc}", records)
+        except FileNotFoundError:
+            self.problem("missing: listed in the manifest, not on disk")
+            return
+        except OSError as exc:
+            self.problem(f"unreadable: {exc.strerror or exc}")
+            return
+        self.report.bytes += size
+        if size != self.entry.num_bytes:
+            self.problem(f"{size} bytes, the manifest says {self.entry.num_bytes}")
+        if digest.hexdigest() != self.entry.sha256:
+            self.problem("sha256 differs from the manifest (corrupt or rewritten)")
+        if self.hidden:
+            self.problem(f"{self.hidden} more record problem(s) like the ones above")
+        self.report.records += records
+        self.report.examples += examples
+        if records != self.entry.num_records:
+            self.problem(f"{records} records, the manifest says {self.entry.num_records}")
+        if examples != self.entry.num_examples:
+            self.problem(f"{examples} examples, the manifest says {self.entry.num_examples}")
+
+    def _record(self, index: int, record: memoryview, position: int) -> int:
+        """Check one record; return its example count (0 if it does not parse)."""
+        try:
+            example = parse_example(record)
+            n = _count(example, self.spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.problem(f"does not decode: {exc}", index)
+            return 0
+        try:
+            decoded = {
+                f.name: _decode(example, f, n, self.spec, self.spans) for f in self.spec.features
+            }
+            self.report.source_bytes += sum(
+                sum(np.asarray(v).nbytes for v in decoded[f.name])
+                for f in self.spec.features
+                if f.storage == "reference"
+            )
+        except (ValueError, KeyError, TypeError, Hdf5ToRecordsError) as exc:
+            self.problem(f"does not decode: {exc}", index)
+            return n
+        if self.expected is not None and self.rng.random() < self.fraction:
+            self._compare(index, decoded, position, n)
+        return n
+
+    def _compare(self, index: int, decoded: dict, position: int, n: int) -> None:
+        try:
+            expected = self.expected.values(self.name, position, n)
+        except Hdf5ToRecordsError as exc:
+            self.problem(f"cannot read its source rows: {exc}", index)
+            return
+        if expected is None:
+            return
+        self.report.compared += 1
+        for feature in self.spec.features:
+            got, want = decoded[feature.name], expected.get(feature.name)
+            if want is None or len(got) != len(want):
+                self.problem(
+                    f"feature {feature.name!r}: {len(got)} examples, source has {len(want or [])}",
+                    index,
+                )
+                continue
+            for i, (g, w) in enumerate(zip(got, want)):
+                w = np.asarray(w)
+                if w.dtype.kind in "biufc":
+                    w = w.astype(np.asarray(g).dtype)
+                if np.shape(g) != np.shape(w) or not np.array_equal(
+                    g, w, equal_nan=w.dtype.kind in "fc"
+                ):
+                    self.problem(
+                        f"feature {feature.name!r}, example {position + i}: values differ "
+                        "from the source",
+                        index,
+                    )
+                    break
+
+
+def _count(example: dict, spec) -> int:
+    kind, values = example.get(spec.count_key, (None, []))
+    if kind != "int64" or len(values) != 1 or not 0 < values[0] <= spec.rows_per_record:
+        raise ValueError(
+            f"{spec.count_key} is {values!r}, not a count in 1..{spec.rows_per_record}"
+        )
+    return values[0]
+
+
+def _decode(example: dict, feature, n: int, spec, spans) -> list:
+    """The record's ``n`` values of ``feature`` as NumPy arrays, shape-checked."""
+    name = feature.name
+    if feature.storage == "reference":
+        return _referenced(example, feature, n, spec, spans)
+    kind, values = example.get(name, (None, None))
+    if kind != "bytes":
+        raise ValueError(f"feature {name!r} is missing or not a bytes list")
+    if feature.ragged:
+        dims_kind, dims = example.get(name + spec.shape_suffix, (None, []))
+        ndim = len(feature.shape)
+        if dims_kind != "int64" or len(dims) != n * ndim:
+            raise ValueError(f"feature {name!r}: {len(dims)} shape values for {n} examples")
+        shapes = [tuple(dims[i * ndim : (i + 1) * ndim]) for i in range(n)]
+    else:
+        shapes = [tuple(feature.shape)] * n
+    for shape in shapes:
+        if any(d < 0 or (f is not None and d != f) for d, f in zip(shape, feature.shape)):
+            raise ValueError(f"feature {name!r}: example shape {shape}, manifest {feature.shape}")
+    counts = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    if feature.encoding == "bytes":
+        if len(values) != sum(counts):
+            raise ValueError(f"feature {name!r}: {len(values)} strings, expected {sum(counts)}")
+        flat = np.array([bytes(v) for v in values], dtype=object)
+    else:
+        dtype = from_stored(feature.dtype)
+        payload = b"".join(bytes(v) for v in values) if len(values) != 1 else values[0]
+        if len(payload) != sum(counts) * dtype.itemsize:
+            raise ValueError(
+                f"feature {name!r}: {len(payload)} bytes, expected {sum(counts) * dtype.itemsize}"
+                f" for {n} example(s) of {feature.dtype} {feature.shape}"
+            )
+        flat = np.frombuffer(payload, dtype)
+        if feature.dtype == "bool":
+            flat = flat.astype(bool)
+    out, at = [], 0
+    for shape, count in zip(shapes, counts):
+        out.append(flat[at : at + count].reshape(shape))
+        at += count
+    return out
+
+
+def _referenced(example: dict, feature, n: int, spec, spans) -> list:
+    if spans is None:
+        raise ValueError(f"feature {feature.name!r}: its sources could not be checked")
+    file_kind, file_ids = example.get(spec.file_key, (None, []))
+    ref_kind, refs = example.get(feature.name + spec.ref_suffix, (None, None))
+    take_kind, takes = example.get(feature.name + spec.take_suffix, ("int64", []))
+    if file_kind != "int64" or len(file_ids) != 1 or ref_kind != "int64" or take_kind != "int64":
+        raise ValueError(f"feature {feature.name!r}: malformed references")
+    values = spans.read(
+        feature.name,
+        np.array(file_ids, np.int64),
+        np.array([n], np.int64),
+        np.array(refs, np.int64),
+        np.array([0, len(refs)], np.int64),
+        np.array(takes, np.int64),
+        np.array([0, len(takes)], np.int64),
+    )
+    if feature.dtype == "bool":
+        values = values.astype(bool)
+    return list(values)

@@ -1,0 +1,137 @@
+"""The user's ``--transform module:function``: load it, probe its schema, check its output.
+
+The function takes one example (a dict of NumPy arrays) and returns a dict of NumPy
+arrays. It runs inside the worker processes. Its output schema is what it returns for
+the first selected example: the same keys and dtypes and the same number of dimensions
+must come back for every example; dimension sizes may vary (recorded as unknown).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError, first_line
+from ..format.dtypes import stored_type
+from ..writing.reading import Column
+from .schema import FeatureSchema
+from .stage_options import check_feature_name
+
+Transform = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def load_transform(spec: str) -> Transform:
+    """Import ``module:function`` (the current directory is on the import path).
+
+    Raises:
+        UsageError: the module or function cannot be found or is not callable.
+    """
+    module_name, _, func_name = spec.partition(":")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(
+            f"--transform {spec}: cannot import module {module_name!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise UsageError(
+            f"--transform {spec}: module {module_name!r} has no function {func_name!r}"
+        )
+    return func
+
+
+def example_for_transform(
+    columns: dict[str, Column], index: int, features: tuple[FeatureSchema, ...]
+) -> dict[str, np.ndarray]:
+    """Example ``index`` of a window as the transform sees it: source-like dtypes.
+
+    Bools come back as bool (stored as uint8), strings as ``S`` arrays (held as
+    objects while reading), so an identity transform stores what it was given.
+    """
+    example = {}
+    for feature in features:
+        value = np.asarray(columns[feature.name][index])
+        if feature.stored.dtype == "bool":
+            value = value.astype(bool)
+        elif value.dtype == object:
+            value = value.astype(np.bytes_)
+        example[feature.name] = value
+    return example
+
+
+def apply_transform(
+    func: Transform, spec: str, example: dict[str, np.ndarray], where: str
+) -> dict[str, np.ndarray]:
+    """Call the transform on one example, naming the example when it fails.
+
+    Raises:
+        TransformError: the function raised or did not return a dict of arrays.
+    """
+    try:
+        result = func(example)
+    except Hdf5ToRecordsError:
+        raise
+    except Exception as exc:
+        raise TransformError(
+            f"--transform {spec} failed on {where}: {type(exc).__name__}: "
+            f"{first_line(exc, default='')}"
+        ) from None
+    if not isinstance(result, Mapping) or not result:
+        raise TransformError(
+            f"--transform {spec} returned {type(result).__name__} for {where}; "
+            "expected a non-empty dict of NumPy arrays"
+        )
+    return {str(k): np.asarray(v) for k, v in result.items()}
+
+
+def schema_of(output: dict[str, np.ndarray], spec: str) -> tuple[FeatureSchema, ...]:
+    """The output schema from the transform's result on the first example."""
+    schemas = []
+    for name, value in output.items():
+        check_feature_name(name, option=f"--transform {spec} output key")
+        if value.dtype == object:
+            raise UnsupportedDtype(
+                f"--transform {spec} output {name!r}: object arrays are not "
+                "supported; return numeric arrays or bytes (dtype S)"
+            )
+        stored = stored_type(value.dtype, where=f"--transform {spec} output {name!r}")
+        schemas.append(
+            FeatureSchema(name, f"transform:{spec}", value.dtype.str, stored, value.shape, True)
+        )
+    return tuple(schemas)
+
+
+def check_output(
+    output: dict[str, np.ndarray], schema: tuple[FeatureSchema, ...], spec: str, where: str
+) -> None:
+    """Check one example's output against the schema of the first.
+
+    Raises:
+        TransformError: naming the example and what differs.
+    """
+    expected = {f.name for f in schema}
+    if set(output) != expected:
+        raise TransformError(
+            f"--transform {spec} returned keys {sorted(output)} for {where}, "
+            f"but {sorted(expected)} for the first example"
+        )
+    for feature in schema:
+        value = output[feature.name]
+        if value.ndim != len(feature.shape):
+            raise TransformError(
+                f"--transform {spec} output {feature.name!r} has {value.ndim} dimensions for "
+                f"{where}, but {len(feature.shape)} for the first example"
+            )
+        kind = stored_type(value.dtype, where=f"output {feature.name!r}").dtype
+        if kind != feature.stored.dtype:
+            raise TransformError(
+                f"--transform {spec} output {feature.name!r} has dtype {kind} for {where}, "
+                f"but {feature.stored.dtype} for the first example"
+            )

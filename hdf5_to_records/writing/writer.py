@@ -1,0 +1,270 @@
+"""Execute one :class:`ShardSpec`: read its examples, encode records, write the shard.
+
+Runs inside a worker process (or in-process for ``--workers 1`` and ``ram://``). The
+shard is written under a temporary name in the output directory and renamed when
+complete; the temporary file is removed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import itertools
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import fs
+from ..errors import Hdf5ToRecordsError, OutputError
+from ..format.naming import temp_name
+from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
+from ..format.reference import Reference
+from ..index.references import encode_refs, read_bytes
+from ..planning.plan import ShardSpec
+from ..planning.schema import FeatureSchema, SourceSet, merge_shapes
+from ..planning.sharding import MAX_READ_BYTES, record_sizes
+from ..planning.transform import (
+    apply_transform,
+    check_output,
+    example_for_transform,
+    load_transform,
+)
+from .encode import Blocker, encode_block, piece_length, record_framing
+from .reading import Column, ShardReader
+from .sink import BackgroundSink
+
+Progress = Callable[[int, int], None]  # (examples, bytes) just written
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """What every shard of one conversion shares; sent once to each worker."""
+
+    output: str
+    sources: SourceSet
+    read_features: tuple[FeatureSchema, ...]  # as read from HDF5
+    features: tuple[FeatureSchema, ...]  # as stored (after the transform, if any)
+    rows_per_record: int
+    compression: str
+    transform: str | None = None
+    # Index modes: per source file, the Reference of each referenced feature.
+    refs: tuple[dict[str, Reference], ...] = ()
+    record_target: int = 0
+
+    @property
+    def referenced(self) -> tuple[FeatureSchema, ...]:
+        return tuple(f for f in self.features if f.storage == "reference")
+
+    @property
+    def copied(self) -> tuple[FeatureSchema, ...]:
+        return tuple(f for f in self.features if f.storage == "copy")
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What the manifest records about one written shard."""
+
+    split: str
+    index: int
+    filename: str
+    num_examples: int
+    num_records: int
+    num_bytes: int
+    sha256: str
+    shapes: dict[str, list[int | None]] = field(default_factory=dict)
+
+
+def temp_path(job: Job, spec: ShardSpec) -> str:
+    """A temporary name of this attempt alone (see :func:`naming.temp_name`)."""
+    attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return fs.join(job.output, temp_name(spec.filename, attempt))
+
+
+def write_shard(
+    job: Job,
+    spec: ShardSpec,
+    reader: ShardReader,
+    *,
+    progress: Progress | None = None,
+    transform=None,
+) -> ShardResult:
+    """Write one shard and return what the manifest needs to know about it.
+
+    Raises:
+        OutputError: the shard cannot be written (permissions, disk full).
+        Hdf5ToRecordsError: from reading, transforming or encoding, with the shard named.
+    """
+    temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
+    observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
+    try:
+        with fs.open_write(temp) as raw:
+            sink = BackgroundSink(raw, compress=job.compression == "gzip")
+            try:
+                records = _write_records(job, spec, reader, sink, observed, progress, transform)
+                size, sha256 = sink.close()
+            except BaseException:
+                sink.abandon()
+                raise
+        fs.rename(temp, final)
+    except Hdf5ToRecordsError as exc:
+        raise exc.with_context(f"shard {spec.filename}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(
+                f"no space left on device while writing {spec.filename} in {job.output}"
+            ) from None
+        raise OutputError(
+            f"cannot write {spec.filename} in {job.output}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        fs.remove(temp)
+    shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
+    return ShardResult(
+        spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
+    )
+
+
+def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observed, progress,
+                   transform) -> int:  # fmt: skip
+    """Read the shard's rows window by window, encode them into records and hand the
+    pieces to ``sink``; returns the record count. ``observed`` collects ragged shapes."""
+    referenced, copied = job.referenced, job.copied
+    if referenced:
+        sizes = _record_sizes(job, spec)
+        blocker = Blocker(iter(sizes))
+    else:
+        sizes, blocker = [], Blocker(itertools.repeat(job.rows_per_record))
+    records = position = 0
+
+    def write_blocks(blocks) -> None:
+        nonlocal records, position
+        for block, count in blocks:
+            extra = _reference_lists(job, spec, position, count, reader) if referenced else None
+            position += count
+            pieces = encode_block(block, count, copied, extra)
+            prefix, suffix = record_framing(pieces)
+            sink.write(prefix)
+            for piece in pieces:
+                sink.write(piece)
+            sink.write(suffix)
+            records += 1
+            if progress is not None:
+                progress(count, piece_length(pieces))
+
+    pending: collections.deque = collections.deque()
+    if not job.read_features:  # nothing to read: every feature is referenced
+        write_blocks(({}, n) for n in sizes)
+    windows = reader.windows(spec.file_ids, spec.rows) if job.read_features else ()
+    for window in windows:
+        columns, n = window.columns, window.stop - window.start
+        if transform is not None:
+            columns = _transform_window(job, spec, window.start, columns, n, transform)
+        for name, shapes in observed.items():
+            shapes.extend(np.shape(v) for v in columns[name])
+        write_blocks(blocker.add(columns, n))
+        # The reader reuses this window's arrays two windows later.
+        pending.append(sink.barrier())
+        if len(pending) > 1:
+            pending.popleft().wait()
+    write_blocks(blocker.flush())
+    return records
+
+
+def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
+    """Index-mode records: ~``record_target`` examples each, cut at the chunk starts of
+    the referenced data, and split further until no record reads more than
+    ``MAX_READ_BYTES`` (sparse rows read through gaps; shuffled rows whole chunks)."""
+    align = [
+        max([r.chunk_rows for r in refs.values() if r.layout == "chunked"], default=1)
+        for refs in job.refs
+    ]
+    sizes = record_sizes(spec.file_ids, spec.rows, job.record_target, align)
+
+    def bounded(a: int, b: int) -> list[int]:
+        refs = job.refs[int(spec.file_ids[a])]
+        rows = spec.rows[a:b]
+        if b - a > 1 and any(read_bytes(r, rows) > MAX_READ_BYTES for r in refs.values()):
+            middle = (a + b) // 2
+            return bounded(a, middle) + bounded(middle, b)
+        return [b - a]
+
+    out, start = [], 0
+    for size in sizes:
+        out += bounded(start, start + size)
+        start += size
+    return out
+
+
+def _reference_lists(
+    job: Job, spec: ShardSpec, start: int, n: int, reader: ShardReader
+) -> dict[str, list[int]]:
+    """The reference entries of the record holding examples ``[start, start + n)``."""
+    file_id = int(spec.file_ids[start])
+    rows = spec.rows[start : start + n]
+    entries = {FILE_KEY: [file_id]}
+    for feature in job.referenced:
+        ref = job.refs[file_id][feature.name]
+        table = reader.chunk_table(file_id, ref) if ref.layout == "chunked" else None
+        pieces, take = encode_refs(ref, rows, table)
+        entries[feature.name + REF_SUFFIX] = pieces
+        entries[feature.name + TAKE_SUFFIX] = take
+    return entries
+
+
+def _transform_window(
+    job: Job, spec: ShardSpec, start: int, columns: dict[str, Column], n: int, transform
+) -> dict[str, list]:
+    out: dict[str, list] = {f.name: [] for f in job.features}
+    for j in range(n):
+        example = example_for_transform(columns, j, job.read_features)
+        source = job.sources.files[int(spec.file_ids[start + j])]
+        item = (
+            "group " + source.groups[int(spec.rows[start + j])]
+            if source.groups
+            else (f"row {int(spec.rows[start + j])}")
+        )
+        where = f"example {start + j} of shard {spec.filename} ({os.path.basename(source.path)} "
+        where += f"{item})"
+        result = apply_transform(transform, job.transform, example, where)
+        check_output(result, job.features, job.transform, where)
+        for name, value in result.items():
+            out[name].append(value)
+    return out
+
+
+# Per-process worker state, set once by ``init_worker``.
+_STATE: dict = {}
+
+
+def init_worker(job: Job, queue) -> None:
+    """Pool initializer: keep the job, open nothing yet (files open on first use)."""
+    _STATE.clear()
+    _STATE.update(
+        job=job,
+        queue=queue,
+        reader=ShardReader(job.sources, job.read_features),
+        transform=load_transform(job.transform) if job.transform else None,
+    )
+
+
+def run_in_worker(spec: ShardSpec) -> ShardResult:
+    """Pool task: write one shard, reporting progress through the queue."""
+    queue = _STATE["queue"]
+    pending = [0, 0]
+
+    def progress(examples: int, nbytes: int) -> None:
+        pending[0] += examples
+        pending[1] += nbytes
+        if pending[1] >= 4 << 20 or pending[0] >= 4096:
+            queue.put(tuple(pending))
+            pending[:] = [0, 0]
+
+    result = write_shard(
+        _STATE["job"], spec, _STATE["reader"], progress=progress, transform=_STATE["transform"]
+    )
+    if pending[0]:
+        queue.put(tuple(pending))
+    return result
