@@ -20,6 +20,7 @@ from .errors import NotReferenceable, OutputError
 from .format.manifest import write_manifest
 from .format.reference import Reference
 from .planning.config import ConvertConfig
+from .planning.limits import DEFAULT_LIMITS, Limits
 from .planning.plan import Plan, ShardSpec, build_plan
 from .planning.schema import FeatureSchema, SourceSet, scan_sources
 from .planning.transform import apply_transform, example_for_transform, load_transform, schema_of
@@ -53,20 +54,22 @@ def convert(
     on_start: Callable[[int, int], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     task: TaskSlice | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ConvertResult:
     """Convert the selected HDF5 data into sharded TFRecord files and a manifest.
 
     ``on_start(examples, bytes)`` is called once with the work to do; ``progress(examples,
     bytes)`` as records are written. With ``dry_run`` only the plan is built. With
     ``task``, only that task's part of the plan is written, and no manifest:
-    :func:`finalize` writes it once every task is done.
+    :func:`finalize` writes it once every task is done. ``limits`` bound reads and
+    records (the defaults suit any real data; tests pass small ones).
 
     Raises:
         Hdf5ToRecordsError: any bad input or output, with the file, dataset or option.
     """
     if not dry_run:
         prestart(config.output, config.workers)
-    plan = plan_conversion(config)
+    plan = plan_conversion(config, limits=limits)
     if dry_run:
         return ConvertResult(plan, None, None)
     staging = _staging(config, plan)
@@ -123,7 +126,7 @@ def finalize(directory: str) -> ConvertResult:
     return ConvertResult(done.plan, done.manifest, done.manifest_path)
 
 
-def plan_conversion(config: ConvertConfig) -> Plan:
+def plan_conversion(config: ConvertConfig, *, limits: Limits = DEFAULT_LIMITS) -> Plan:
     """Scan the sources and build the plan: the same plan for every executor (local,
     task array, Beam), since it depends only on the config and the sources.
 
@@ -134,7 +137,7 @@ def plan_conversion(config: ConvertConfig) -> Plan:
     sources = choose_storage(config, sources)
     _warn_shuffled_chunks(config, sources)
     features = _output_schema(config, sources)
-    return build_plan(config.plan_options, sources, features)
+    return build_plan(config.plan_options, sources, features, limits=limits)
 
 
 def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None = None) -> Job:
@@ -154,6 +157,7 @@ def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None =
         config.transform,
         refs=tuple({n: f.refs[n] for n in referenced} for f in plan.sources.files),
         record_target=plan.record_target,
+        limits=plan.limits,
     )
 
 
@@ -175,7 +179,7 @@ def run_shards(
     try:
         read_sources = None
         if todo and staging:
-            staged = stage(_rows_of(plan.sources, todo), config.output)
+            staged = stage(_rows_of(plan.sources, todo), config.output, plan.limits)
             read_sources = staged.sources.without_selections()
             todo = [staged.remap(spec) for spec in todo]
         job = make_job(config, plan, read_sources)
@@ -188,7 +192,7 @@ def run_shards(
 def _staging(config: ConvertConfig, plan: Plan) -> bool:
     # Staging remaps rows to scratch positions, which references cannot use.
     referenced = any(f.storage == "reference" for f in plan.features)
-    return not referenced and needs_staging(config.shuffle, plan.sources)
+    return not referenced and needs_staging(config.shuffle, plan.sources, plan.limits)
 
 
 def _rows_of(sources: SourceSet, specs: list[ShardSpec]) -> SourceSet:

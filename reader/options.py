@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hdf5_to_records.errors import UsageError
+from hdf5_to_records.index.spans import MAX_OPEN_FILES
 
 from .service import (
     DEFAULT_PROCESSING_MODE,
@@ -51,6 +52,7 @@ class ReadOptions:
     verify_checksums: bool = False
     autotune: bool = False
     allowed_roots: Sequence[str] | None = None
+    max_open_files: int = MAX_OPEN_FILES  # index mode: source files kept open at once
     service: str | None = None
     processing_mode: Any = None
     job_name: str | None = None
@@ -125,6 +127,10 @@ def _check_local(o: ReadOptions) -> None:
         raise UsageError(f"shuffle_buffer must be >= 1, got {o.shuffle_buffer}")
     if o.seed is not None and not o.shuffle:
         raise UsageError("seed= has no effect without shuffle=True")
+    if isinstance(o.max_open_files, bool) or not isinstance(o.max_open_files, int):
+        raise UsageError(f"max_open_files must be a number >= 1, got {o.max_open_files!r}")
+    if o.max_open_files < 1:
+        raise UsageError(f"max_open_files must be >= 1, got {o.max_open_files}")
     if o.repeat is not None and not isinstance(o.repeat, bool):
         if not isinstance(o.repeat, int) or o.repeat < 1:
             raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {o.repeat!r}")

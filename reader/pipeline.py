@@ -56,7 +56,8 @@ def load(
 
     Index-mode datasets read their referenced features straight from the HDF5 sources,
     which must be unchanged since the conversion and lie under the dataset's directory,
-    the source directories recorded at conversion, or ``allowed_roots``.
+    the source directories recorded at conversion, or ``allowed_roots``; each pipeline
+    keeps at most ``max_open_files`` of them open (128 by default).
 
     ``service="grpc://HOST:PORT"`` reads through a tf.data service: its workers read
     and decode the shards, this process receives the records (index mode: reads their
@@ -111,7 +112,7 @@ def _open(path: str, split: str, o: ReadOptions) -> _Source:
         worker_index=o.worker_index,
     )
     check_shards(shards, verify=o.verify_checksums)
-    spans = _span_reader(spec, chosen, o.allowed_roots)
+    spans = _span_reader(spec, chosen, o.allowed_roots, o.max_open_files)
     k = spec.rows_per_record
     record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(
         1, sum(_record_count(s, k) for s in shards)
@@ -265,7 +266,7 @@ def _shard_reader(shards, compression: str) -> Callable:
     )
 
 
-def _span_reader(spec, chosen, allowed_roots) -> SpanReader | None:
+def _span_reader(spec, chosen, allowed_roots, max_open_files) -> SpanReader | None:
     """The reader of referenced features, after checking the sources; None if none."""
     referenced = [f for f in chosen if f.storage == "reference"]
     if not referenced:
@@ -275,7 +276,7 @@ def _span_reader(spec, chosen, allowed_roots) -> SpanReader | None:
         spec.directory, list(spec.sources), spec.source_roots, names, allowed_roots=allowed_roots
     )
     stored = {f.name: (from_stored(f.dtype), tuple(f.shape)) for f in referenced}
-    return SpanReader(sources, stored, spec.rows_per_record)
+    return SpanReader(sources, stored, spec.rows_per_record, max_open_files)
 
 
 def _record_count(shard, k: int) -> int:

@@ -138,12 +138,12 @@ def write_h5() -> Callable[..., str]:
 def convert_h5(tmp_path_factory) -> Callable[..., str]:
     """``convert_h5(sources, **options)``: run a conversion into a fresh directory.
 
-    Options are ``build_config`` keys; ``workers`` defaults to 1 (in-process). Returns
-    the output directory.
+    Options are ``build_config`` keys; ``workers`` defaults to 1 (in-process);
+    ``limits`` are the converter's :class:`Limits`. Returns the output directory.
     """
     counter = itertools.count()
 
-    def run(sources, **options) -> str:
+    def run(sources, *, limits=None, **options) -> str:
         out = options.pop("output", None)
         if out is None:
             out = tmp_path_factory.mktemp("records") / f"out{next(counter)}"
@@ -152,7 +152,7 @@ def convert_h5(tmp_path_factory) -> Callable[..., str]:
         config = build_config(
             {"sources": [str(s) for s in sources], "output": str(out), "workers": 1, **options}
         )
-        convert(config)
+        convert(config, **({} if limits is None else {"limits": limits}))
         return str(out)
 
     return run

@@ -63,12 +63,14 @@ def read_split(directory: str, split: str = "train") -> dict[str, list]:
     return out
 
 
-def convert_small(path, out, **options) -> str:
-    """Convert one test source in-process (one worker); return the output directory."""
+def convert_small(path, out, *, limits=None, **options) -> str:
+    """Convert one test source in-process (one worker); return the output directory.
+    ``limits``: the converter's :class:`Limits`, if not the defaults."""
     from hdf5_to_records.converter import convert
     from hdf5_to_records.planning.config import build_config
 
-    convert(build_config({"sources": [str(path)], "output": str(out), "workers": 1, **options}))
+    config = build_config({"sources": [str(path)], "output": str(out), "workers": 1, **options})
+    convert(config, **({} if limits is None else {"limits": limits}))
     return str(out)
 
 

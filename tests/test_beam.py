@@ -229,17 +229,18 @@ def test_the_pipeline_carries_the_config_not_the_plan(tmp_path, sources):
 
     from hdf5_to_records.converter import plan_conversion
     from hdf5_to_records.errors import OutputError
+    from hdf5_to_records.planning.limits import DEFAULT_LIMITS
     from hdf5_to_records.scale_out.tasks import plan_id
 
     _, paths = sources
     config = build_config({"sources": paths, "output": str(tmp_path / "o"), "num_shards": 4})
     plan = plan_conversion(config)
     assert len(pickle.dumps(plan)) > 2 * ROWS * 8
-    step = beam_runner._WriteShard(config, plan_id(plan))
+    step = beam_runner._WriteShard(config, plan_id(plan), DEFAULT_LIMITS)
     assert len(pickle.dumps(step)) < 4000
     beam_runner._PLANS.clear()
-    assert plan_id(beam_runner._plan_for(config, plan_id(plan))) == plan_id(plan)
+    assert plan_id(beam_runner._plan_for(config, plan_id(plan), DEFAULT_LIMITS)) == plan_id(plan)
     beam_runner._PLANS.clear()
     with pytest.raises(OutputError, match="a Beam worker planned differently"):
-        beam_runner._plan_for(config, "0" * 64)
+        beam_runner._plan_for(config, "0" * 64, DEFAULT_LIMITS)
     beam_runner._PLANS.clear()

@@ -248,25 +248,6 @@ def test_unsupported_dtypes(tmp_path, make, fragment):
     assert_failed(result, 1, "feature 'c'", "dataset /c in odd.h5", fragment)
 
 
-def test_example_larger_than_a_record(source, tmp_path, monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.writing.encode.MAX_RECORD_BYTES", 50)
-    out = tmp_path / "out"
-    result = run(
-        "convert",
-        source,
-        "-o",
-        out,
-        "--feature",
-        "data=/data",
-        "--workers",
-        "1",
-        "--rows-per-record",
-        "1",
-    )
-    assert_failed(result, 1, "out-train.tfrecord-00000-of-00001", "over the 50-byte limit")
-    assert_no_manifest(out)
-
-
 def test_output_exists_and_is_not_empty(source, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -1,12 +1,17 @@
 """Record encoding: blocks of examples as tf.train.Example, framed as TFRecord."""
 
 import itertools
+import os
 
+import h5py
 import numpy as np
 import pytest
 
+from hdf5_to_records.converter import convert
 from hdf5_to_records.errors import RecordTooLarge
 from hdf5_to_records.format.dtypes import StoredType
+from hdf5_to_records.planning.config import build_config
+from hdf5_to_records.planning.limits import Limits
 from hdf5_to_records.planning.schema import FeatureSchema
 from hdf5_to_records.writing.encode import Blocker, encode_block, piece_length, record_framing
 
@@ -65,10 +70,32 @@ def test_framing_matches_tensorflow_writer(tmp_path):
         assert handle.read() == ours
 
 
-def test_record_too_large(monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.writing.encode.MAX_RECORD_BYTES", 100)
-    with pytest.raises(RecordTooLarge, match="lower --rows-per-record"):
-        encode_block({"x": np.zeros((4, 8), "<f8")}, 4, (feature("x", "float64", (8,)),))
+def test_record_too_large():
+    with pytest.raises(RecordTooLarge, match="over the 100-byte limit.*lower --rows-per-record"):
+        encode_block(
+            {"x": np.zeros((4, 8), "<f8")},
+            4,
+            (feature("x", "float64", (8,)),),
+            max_record_bytes=100,
+        )
+
+
+def test_a_record_over_the_limit_fails_the_conversion_naming_the_shard(tmp_path):
+    """Strings are sized only when written: the writer refuses the record, and the
+    conversion leaves no manifest and no temporary shard behind."""
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("name", data=[b"n" * 100] * 4, dtype=h5py.string_dtype("ascii"))
+    out = tmp_path / "out"
+    config = build_config(
+        {"sources": [str(path)], "output": str(out), "workers": 1, "rows_per_record": 1}
+    )
+    with pytest.raises(
+        RecordTooLarge, match=r"out-train\.tfrecord-00000-of-00001.*over the 50-byte limit"
+    ):
+        convert(config, limits=Limits(max_record_bytes=50))
+    assert not (out / "manifest.json").exists()
+    assert not [n for n in os.listdir(out) if n.endswith(".incomplete")]
 
 
 @pytest.mark.parametrize("k", [1, 3, 4, 10])

@@ -23,6 +23,8 @@ from records import convert_small
         ({"repeat": 0}, "repeat must be a number of epochs >= 1 or True, got 0"),
         ({"job_name": "x"}, "processing_mode= and job_name= need service="),
         ({"service_compression": "AUTO"}, "service_compression= needs service="),
+        ({"max_open_files": 0}, "max_open_files must be >= 1, got 0"),
+        ({"max_open_files": "8"}, "max_open_files must be a number >= 1, got '8'"),
     ],
 )
 def test_an_invalid_combination_cannot_be_built(options, match):

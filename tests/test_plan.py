@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from hdf5_to_records.errors import RecordTooLarge
+from hdf5_to_records.errors import RecordTooLarge, UsageError
 from hdf5_to_records.format.dtypes import stored_type
 from hdf5_to_records.planning.config import ConvertConfig, SplitSpec
+from hdf5_to_records.planning.limits import DEFAULT_LIMITS, Limits
 from hdf5_to_records.planning.plan import build_plan
 from hdf5_to_records.planning.schema import FeatureSchema, SourceFile, SourceSet
 
@@ -19,9 +20,9 @@ def sources(*row_lists, shape=(4,)):
     return SourceSet("rows", files, (feature,))
 
 
-def plan(source_set, **kwargs):
+def plan(source_set, *, limits=DEFAULT_LIMITS, **kwargs):
     config = ConvertConfig(("a.h5",), "/out/ds", workers=1, **kwargs)
-    return build_plan(config.plan_options, source_set, source_set.features)
+    return build_plan(config.plan_options, source_set, source_set.features, limits=limits)
 
 
 def examples(p, split):
@@ -85,7 +86,15 @@ def test_records_per_shard_and_estimates():
     assert [s.est_bytes for s in p.shards] == [48, 64, 48]
 
 
-def test_an_example_too_large_for_a_record_is_refused_up_front(monkeypatch):
-    monkeypatch.setattr("hdf5_to_records.planning.sharding.MAX_RECORD_BYTES", 100)
-    with pytest.raises(RecordTooLarge, match="feature 'x': 400 bytes"):
-        plan(sources(range(3), shape=(100,)))
+def test_an_example_too_large_for_a_record_is_refused_up_front():
+    with pytest.raises(RecordTooLarge, match="feature 'x': 400 bytes.*over the 100-byte limit"):
+        plan(sources(range(3), shape=(100,)), limits=Limits(max_record_bytes=100))
+
+
+@pytest.mark.parametrize(
+    "field", ["window_bytes", "gap_bytes", "max_record_bytes", "max_read_bytes"]
+)
+@pytest.mark.parametrize("value", [0, -1, True, 1.5])
+def test_limits_are_positive_byte_counts(field, value):
+    with pytest.raises(UsageError, match=f"limits: {field} must be a positive byte count"):
+        Limits(**{field: value})

@@ -1,22 +1,17 @@
 """Window and span arithmetic of the HDF5 reader."""
 
 import numpy as np
-import pytest
 
-from hdf5_to_records.writing import reading
+from hdf5_to_records.planning.limits import Limits
 from hdf5_to_records.writing.reading import _spans, window_bounds
 
-
-@pytest.fixture(autouse=True)
-def small_windows(monkeypatch):
-    monkeypatch.setattr(reading, "WINDOW_BYTES", 100)  # 10 rows of 10 bytes
-    monkeypatch.setattr(reading, "GAP_BYTES", 50)
+SMALL = Limits(window_bytes=100, gap_bytes=50)  # windows of 10 rows of 10 bytes
 
 
 def bounds(rows, chunk_rows=1, file_ids=None):
     rows = np.asarray(rows)
     ids = np.zeros(rows.size, np.int32) if file_ids is None else np.asarray(file_ids)
-    return window_bounds(ids, rows, 10, chunk_rows)
+    return window_bounds(ids, rows, 10, chunk_rows, SMALL.window_bytes)
 
 
 def test_windows_cover_everything_in_order():
@@ -45,6 +40,6 @@ def test_long_chunks_do_not_stretch_windows():
 
 def test_spans_skip_large_gaps_and_cap_length():
     unique = np.array([0, 1, 2, 3, 20, 21, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51])
-    spans = _spans(unique, 10, 1)
+    spans = _spans(unique, 10, 1, SMALL)
     assert spans == [(0, 4), (4, 6), (6, 16), (16, 18)]
-    assert _spans(np.array([], np.int64), 10, 1) == []
+    assert _spans(np.array([], np.int64), 10, 1, SMALL) == []

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hdf5_to_records.writing import reading
+from hdf5_to_records.planning.limits import Limits
 
 from records import load_manifest, read_split, tf
 
@@ -406,11 +406,12 @@ def test_shuffle_is_a_seeded_permutation(tmp_path, write_h5, convert_h5, check_e
 def test_rows_per_record(
     tmp_path, monkeypatch, write_h5, convert_h5, check_examples, rows_per_record, small_windows
 ):
-    if small_windows:  # several read windows per shard: records straddle window edges
-        monkeypatch.setattr(reading, "WINDOW_BYTES", 5 * 8 * 3)
-        monkeypatch.setattr(reading, "GAP_BYTES", 8)
+    # small_windows: several read windows per shard, so records straddle window edges
+    limits = Limits(window_bytes=5 * 8 * 3, gap_bytes=8) if small_windows else None
     path = _id_file(tmp_path, write_h5, 26)
-    out = convert_h5(path, rows="1:25,3,3,0", rows_per_record=rows_per_record, num_shards=2)
+    out = convert_h5(
+        path, rows="1:25,3,3,0", rows_per_record=rows_per_record, num_shards=2, limits=limits
+    )
     ids = _check_rows_by_id(path, read_split(out), check_examples)
     assert ids == list(range(1, 25)) + [3, 3, 0]
     manifest = load_manifest(out)

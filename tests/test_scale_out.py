@@ -30,15 +30,16 @@ from hdf5_to_records.cli import main
 from hdf5_to_records.converter import convert, finalize
 from hdf5_to_records.errors import Hdf5ToRecordsError
 from hdf5_to_records.planning.config import build_config
+from hdf5_to_records.planning.limits import Limits
 from hdf5_to_records.scale_out.tasks import TaskSlice
-from hdf5_to_records.writing import reading
 from hdf5_to_records.writing.output import SCRATCH_PREFIX
 
 from records import tf
 
 ROWS = 100
 GROUPS = 30
-SMALL_WINDOW_BYTES = 256  # below any selection here: a --shuffle of chunked data stages
+# Windows below any selection here: a --shuffle of chunked data stages.
+SMALL = Limits(window_bytes=256)
 TRANSFORMS = "scaling_review_transforms"  # a module name no other test imports
 
 needs_beam = pytest.mark.skipif(
@@ -133,7 +134,6 @@ def _one_error_line(result) -> str:
 
 
 def test_finalize_leaves_no_scratch_of_a_killed_task(src, tmp_path, monkeypatch):
-    monkeypatch.setattr(reading, "WINDOW_BYTES", SMALL_WINDOW_BYTES)
     out = tmp_path / "out"
     cfg = build_config(
         {
@@ -151,7 +151,7 @@ def test_finalize_leaves_no_scratch_of_a_killed_task(src, tmp_path, monkeypatch)
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=out)
     Path(scratch, "00000.h5").write_bytes(b"\0" * 64)
     for i in range(2):
-        convert(cfg, task=TaskSlice(i, 2))  # the retry of task 0, then task 1
+        convert(cfg, task=TaskSlice(i, 2), limits=SMALL)  # the retry of task 0, then task 1
     finalize(str(out))
     report = verify(str(out))
     assert report.ok, [str(p) for p in report.problems]
@@ -216,17 +216,16 @@ def _task_case(case: str, src: Path, out: str) -> dict:
     "case", ["groups-ragged", "transform-ragged-staged", "strings-bool-gzip-ram", "index-auto"]
 )
 def test_more_layouts_through_tasks_equal_a_local_run(case, src, tmp_path, monkeypatch, transforms):
-    monkeypatch.setattr(reading, "WINDOW_BYTES", SMALL_WINDOW_BYTES)
     staged = []
     real_stage = converter.stage
-    monkeypatch.setattr(converter, "stage", lambda s, o: staged.append(1) or real_stage(s, o))
+    monkeypatch.setattr(converter, "stage", lambda *a: staged.append(1) or real_stage(*a))
     out = "ram://scaling-review/out" if case.endswith("-ram") else str(tmp_path / "out")
     cfg = build_config(_task_case(case, src, out))
-    convert(cfg)
+    convert(cfg, limits=SMALL)
     local = _files(out)
     _remove(out)
     for i in range(3):
-        convert(cfg, task=TaskSlice(i, 3))
+        convert(cfg, task=TaskSlice(i, 3), limits=SMALL)
     finalize(out)
     assert _files(out) == local
     assert bool(staged) == case.endswith("-staged")
@@ -306,10 +305,9 @@ def test_beam_equals_a_local_run_that_staged_or_used_groups(case, src, tmp_path,
     the bytes must still be the same (groups with a ragged feature, too)."""
     from hdf5_to_records.scale_out.beam_runner import convert_on_beam
 
-    monkeypatch.setattr(reading, "WINDOW_BYTES", SMALL_WINDOW_BYTES)
     staged = []
     real_stage = converter.stage
-    monkeypatch.setattr(converter, "stage", lambda s, o: staged.append(1) or real_stage(s, o))
+    monkeypatch.setattr(converter, "stage", lambda *a: staged.append(1) or real_stage(*a))
     out = str(tmp_path / "out")
     options = {
         "staged-shuffle-strings": {
@@ -324,11 +322,11 @@ def test_beam_equals_a_local_run_that_staged_or_used_groups(case, src, tmp_path,
         "groups-ragged": _task_case("groups-ragged", src, out),
     }[case]
     cfg = build_config({**options, "output": out, "workers": 1})
-    convert(cfg)
+    convert(cfg, limits=SMALL)
     local = _files(out)
     assert bool(staged) == (case == "staged-shuffle-strings")
     _remove(out)
-    convert_on_beam(cfg)
+    convert_on_beam(cfg, limits=SMALL)
     assert _files(out) == local
 
 

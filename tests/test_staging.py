@@ -8,9 +8,12 @@ import pytest
 
 from hdf5_to_records.converter import convert
 from hdf5_to_records.planning.config import build_config
-from hdf5_to_records.writing import reading, staging
+from hdf5_to_records.planning.limits import Limits
+from hdf5_to_records.writing import staging
 
 from records import load_manifest, read_split
+
+MANY_WINDOWS = Limits(window_bytes=1024)  # many windows, as on a big source
 
 
 @pytest.fixture
@@ -46,22 +49,20 @@ def run(source, out, workers):
         "rows": "::2,0:40",
         "splits": {"train": 0.8, "test": 0.2},
     }
-    convert(build_config(options))
+    convert(build_config(options), limits=MANY_WINDOWS)
     manifest = load_manifest(str(out))
     return {k: [s["sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_staging_gives_the_same_shards(source, tmp_path, monkeypatch, workers):
-    monkeypatch.setattr(reading, "WINDOW_BYTES", 1024)  # many windows, as on a big source
-    monkeypatch.setattr("hdf5_to_records.converter.needs_staging", lambda s, src: False)
+    monkeypatch.setattr("hdf5_to_records.converter.needs_staging", lambda *a: False)
     direct = run(source, tmp_path / "direct", workers)
     monkeypatch.undo()
-    monkeypatch.setattr(reading, "WINDOW_BYTES", 1024)
     calls = []
     real_stage = staging.stage
     monkeypatch.setattr(
-        "hdf5_to_records.converter.stage", lambda s, o: calls.append(1) or real_stage(s, o)
+        "hdf5_to_records.converter.stage", lambda *a: calls.append(1) or real_stage(*a)
     )
     staged = run(source, tmp_path / "staged", workers)
     assert calls == [1]

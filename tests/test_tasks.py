@@ -30,8 +30,8 @@ from hdf5_to_records.errors import OutputError, UsageError
 from hdf5_to_records.format.manifest import MANIFEST_NAME
 from hdf5_to_records.format.naming import TEMP_SUFFIX
 from hdf5_to_records.planning.config import ConvertConfig, build_config
+from hdf5_to_records.planning.limits import DEFAULT_LIMITS, Limits
 from hdf5_to_records.scale_out.tasks import TaskSlice, _ranges, part_name
-from hdf5_to_records.writing import reading
 from hdf5_to_records.writing.output import STATE_NAME
 from hdf5_to_records.writing.staging import stage
 
@@ -40,7 +40,7 @@ from records import load_manifest, read_split
 ROWS = 240
 SECOND_ROWS = 90
 SECOND_LABELS_FROM = 10_000  # labels are unique across both files: an example's identity
-SMALL_WINDOW_BYTES = 1024  # below the chunked source's ~5 KB selection: --shuffle stages
+SMALL = Limits(window_bytes=1024)  # below the chunked source's ~5 KB selection: --shuffle stages
 OLD_MTIME_NS = 1_000_000_000 * 10**9  # 2001: any rewrite moves a file's mtime off it
 DEADLINE_S = 60
 
@@ -75,16 +75,18 @@ def config(out: Path, *paths: Path, **options) -> ConvertConfig:
     )
 
 
-def local_reference(cfg: ConvertConfig, ref: Path) -> ConvertResult:
+def local_reference(cfg: ConvertConfig, ref: Path, limits=DEFAULT_LIMITS) -> ConvertResult:
     """Convert ``cfg`` locally, then move the output to ``ref`` so tasks can use its path."""
-    result = convert(cfg)
+    result = convert(cfg, limits=limits)
     os.rename(cfg.output, ref)
     return result
 
 
-def run_tasks(cfg: ConvertConfig, count: int, indices=None) -> list[ConvertResult]:
+def run_tasks(
+    cfg: ConvertConfig, count: int, indices=None, limits=DEFAULT_LIMITS
+) -> list[ConvertResult]:
     indices = range(count) if indices is None else indices
-    return [convert(cfg, task=TaskSlice(i, count)) for i in indices]
+    return [convert(cfg, task=TaskSlice(i, count), limits=limits) for i in indices]
 
 
 def assert_same_files(out: Path, ref: Path, what: str = "") -> None:
@@ -147,22 +149,21 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_tasks_then_finalize_equal_a_local_run(case, sources, tmp_path, monkeypatch):
-    monkeypatch.setattr(reading, "WINDOW_BYTES", SMALL_WINDOW_BYTES)
     staged_rows: list[int] = []
 
-    def counting_stage(selection, output):
+    def counting_stage(selection, output, limits):
         staged_rows.append(sum(f.rows.size for f in selection.files))
-        return stage(selection, output)
+        return stage(selection, output, limits)
 
     monkeypatch.setattr(converter, "stage", counting_stage)
     names, options = CASES[case]
     out, ref = tmp_path / "out", tmp_path / "ref"
     cfg = config(out, *(sources[n] for n in names), **options)
-    plan = local_reference(cfg, ref).plan
+    plan = local_reference(cfg, ref, SMALL).plan
     assert staged_rows == ([ROWS] if case == "staged" else [])
     for count in (1, 2, 3, len(plan.shards) + 2):
         staged_rows.clear()
-        results = run_tasks(cfg, count)
+        results = run_tasks(cfg, count, limits=SMALL)
         if case == "staged":  # each task stages only the rows of its own shards
             own = [
                 sum(s.num_examples for s in TaskSlice(i, count).shards(plan)) for i in range(count)
@@ -273,7 +274,7 @@ def test_finalize_names_the_missing_tasks_in_array_syntax(sources, tmp_path):
 def test_finalize_names_a_missing_or_truncated_shard(damage, sources, tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
     cfg = config(out, sources["plain"], num_shards=4)
-    plan = local_reference(cfg, ref).plan
+    plan = local_reference(cfg, ref, SMALL).plan
     run_tasks(cfg, 2)
     victim = out / plan.shards[2].filename  # task 0's
     if damage == "deleted":
@@ -446,7 +447,7 @@ def test_a_retried_task_rewrites_the_same_bytes(sources, tmp_path):
 def test_an_interrupted_task_leaves_only_the_other_tasks_files(sources, tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
     cfg = config(out, sources["plain"], num_shards=4, rows_per_record=10)
-    plan = local_reference(cfg, ref).plan
+    plan = local_reference(cfg, ref, SMALL).plan
     run_tasks(cfg, 2, indices=(0,))
     before = snapshot(out)
 
@@ -493,7 +494,7 @@ def test_resume_of_a_complete_task_rewrites_nothing(sources, tmp_path):
 def test_resume_rewrites_a_task_whose_shard_is_gone(sources, tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
     cfg = config(out, sources["plain"], num_shards=4)
-    plan = local_reference(cfg, ref).plan
+    plan = local_reference(cfg, ref, SMALL).plan
     run_tasks(cfg, 2)
     (out / plan.shards[1].filename).unlink()  # task 1's
     resumed = build_config({**cfg.to_json(), "resume": True})

@@ -29,7 +29,7 @@ from ..format.dtypes import from_stored
 from ..format.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_dir
 from ..planning.config import default_workers
 from .verify_report import Problem, Report
-from .verify_shards import Expected, ShardCheck
+from .verify_shards import READ_BLOCK, Expected, ShardCheck
 
 __all__ = ["Problem", "Report", "verify"]
 
@@ -41,21 +41,23 @@ def verify(
     sample: float | None = None,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    read_block: int = READ_BLOCK,
 ) -> Report:
     """Check the dataset in ``directory``; never raises for what it checks.
 
     ``progress(bytes)`` is called as shard bytes are read. ``deep`` compares every
     record's values with the sources, ``sample`` a seeded random fraction of them.
+    Shards are read ``read_block`` bytes at a time.
     """
     started = time.perf_counter()
     directory = manifest_dir(directory)
     report = Report(directory)
-    _verify(directory, report, deep, sample, seed, progress)
+    _verify(directory, report, deep, sample, seed, progress, read_block)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _verify(directory, report, deep, sample, seed, progress) -> None:
+def _verify(directory, report, deep, sample, seed, progress, read_block) -> None:
     try:
         manifest = load_manifest(directory)
     except Hdf5ToRecordsError as exc:
@@ -75,7 +77,9 @@ def _verify(directory, report, deep, sample, seed, progress) -> None:
             own = Report(directory)  # merged below, in manifest order
             checks.append(
                 (
-                    ShardCheck(spec, entry, spans, expected, rng, fraction, own, progress),
+                    ShardCheck(
+                        spec, entry, spans, expected, rng, fraction, own, progress, read_block
+                    ),
                     shard.path,
                 )
             )

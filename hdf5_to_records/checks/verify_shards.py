@@ -69,8 +69,11 @@ class Expected:
 class ShardCheck:
     """Stream one shard: hash, framing, records, counts, and optionally values."""
 
-    def __init__(self, spec, entry, spans, expected, rng, fraction, report, progress):
+    def __init__(
+        self, spec, entry, spans, expected, rng, fraction, report, progress, read_block=READ_BLOCK
+    ):
         self.spec, self.entry, self.spans, self.expected = spec, entry, spans, expected
+        self.read_block = read_block
         self.rng, self.fraction, self.report, self.progress = rng, fraction, report, progress
         self.name = entry.file
         self.shown = self.hidden = 0
@@ -91,7 +94,7 @@ class ShardCheck:
         broken = False
         try:
             with open(path, "rb") as handle:
-                while block := handle.read(READ_BLOCK):
+                while block := handle.read(self.read_block):
                     digest.update(block)
                     size += len(block)
                     if self.progress is not None:

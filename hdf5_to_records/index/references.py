@@ -20,11 +20,8 @@ import numpy as np
 from ..errors import Hdf5ToRecordsError, SchemaError
 from ..format.dtypes import stored_type
 from ..format.reference import Reference
+from ..planning.limits import GAP_BYTES
 from ..planning.sources import filter_names
-
-# Gaps of at least 1 MiB between selected rows are skipped, smaller ones read through
-# (copy mode's reads and index mode's byte ranges alike).
-GAP_BYTES = 1 << 20
 
 _DECODABLE_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32"}  # HDF5 filter ids
 
@@ -118,13 +115,13 @@ class ChunkTable:
 
 
 def encode_refs(
-    ref: Reference, rows: np.ndarray, chunks: ChunkTable | None
+    ref: Reference, rows: np.ndarray, chunks: ChunkTable | None, gap_bytes: int = GAP_BYTES
 ) -> tuple[list[int], list[int]]:
     """The reference lists of one record: ``(ref, take)``.
 
     ``ref`` holds ``(offset, size, filter mask)`` per byte range to read; ``take[i]`` is
     the row of example ``i`` within the ranges decoded and concatenated in order.
-    Contiguous rows are grouped into ranges, read through gaps under ``GAP_BYTES``;
+    Contiguous rows are grouped into ranges, read through gaps under ``gap_bytes``;
     chunked rows name each chunk they touch once.
     """
     unique, inverse = np.unique(rows, return_inverse=True)
@@ -133,7 +130,7 @@ def encode_refs(
         pieces = chunks.table[ids]
         take = where * ref.chunk_rows + unique % ref.chunk_rows
         return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
-    firsts, lengths, group = _ranges(ref, unique)
+    firsts, lengths, group = _ranges(ref, unique, gap_bytes)
     base = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     take = base[group] + unique - firsts[group]
     pieces = np.stack(
@@ -143,18 +140,20 @@ def encode_refs(
     return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
 
 
-def read_bytes(ref: Reference, rows: np.ndarray) -> int:
+def read_bytes(ref: Reference, rows: np.ndarray, gap_bytes: int = GAP_BYTES) -> int:
     """Decoded bytes the reader reads for ``rows`` (all read-through gaps included)."""
     unique = np.unique(rows)
     if ref.layout == "chunked":
         return np.unique(unique // ref.chunk_rows).size * ref.chunk_rows * ref.row_bytes
-    return int(_ranges(ref, unique)[1].sum()) * ref.row_bytes
+    return int(_ranges(ref, unique, gap_bytes)[1].sum()) * ref.row_bytes
 
 
-def _ranges(ref: Reference, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ranges(
+    ref: Reference, unique: np.ndarray, gap_bytes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Contiguous ranges covering sorted rows ``unique``: first rows, lengths, and the
-    range of each row. A gap under ``GAP_BYTES`` is read through rather than split."""
-    gap_rows = max(1, GAP_BYTES // max(1, ref.row_bytes))
+    range of each row. A gap under ``gap_bytes`` is read through rather than split."""
+    gap_rows = max(1, gap_bytes // max(1, ref.row_bytes))
     breaks = np.flatnonzero(np.diff(unique) > gap_rows) + 1
     firsts = unique[np.concatenate([[0], breaks])]
     lasts = unique[np.concatenate([breaks - 1, [unique.size - 1]])]

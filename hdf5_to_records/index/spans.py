@@ -51,8 +51,10 @@ class SpanReader:
         sources: tuple[SourceFile, ...],
         stored: dict[str, tuple[np.dtype, tuple[int, ...]]],
         max_rows: int,
+        max_open_files: int = MAX_OPEN_FILES,
     ):
         self._sources = sources
+        self._max_open_files = max_open_files
         self._max_rows = max_rows  # the most examples a record holds (rows_per_record)
         self._stored = stored  # feature -> (output dtype: little-endian, bool as uint8; shape)
         self._fds: collections.OrderedDict[int, list[int]] = collections.OrderedDict()
@@ -75,7 +77,7 @@ class SpanReader:
     def _open(self, file_id: int):
         """A descriptor of source ``file_id`` for the duration of a read.
 
-        At most ``MAX_OPEN_FILES`` stay open (least recently used closed first, never one
+        At most ``max_open_files`` stay open (least recently used closed first, never one
         in use). A file opened again must still be the file checked at ``load``.
         """
         with self._lock:
@@ -85,7 +87,7 @@ class SpanReader:
             self._fds.move_to_end(file_id)
             entry[1] += 1
             idle = [k for k, (_, users) in self._fds.items() if users == 0]
-            for key in idle[: max(0, len(self._fds) - MAX_OPEN_FILES)]:
+            for key in idle[: max(0, len(self._fds) - self._max_open_files)]:
                 os.close(self._fds.pop(key)[0])
         try:
             yield entry[0]

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..errors import RecordTooLarge
 from ..format.naming import ShardedFileTemplate
 from . import sharding
+from .limits import DEFAULT_LIMITS, Limits
 from .schema import FeatureSchema, SourceSet
 from .sharding import choose_num_shards, choose_rows_per_record, shard_bounds, split_counts
 from .stage_options import PlanOptions
@@ -74,6 +75,7 @@ class Plan:
     shards: tuple[ShardSpec, ...]
     split_names: tuple[str, ...]
     record_target: int = 0  # index mode: examples a record aims for (see record_sizes)
+    limits: Limits = DEFAULT_LIMITS
 
     def split_shards(self, split: str) -> tuple[ShardSpec, ...]:
         return tuple(s for s in self.shards if s.split == split)
@@ -102,13 +104,18 @@ class Plan:
 
 
 def build_plan(
-    options: PlanOptions, sources: SourceSet, features: tuple[FeatureSchema, ...]
+    options: PlanOptions,
+    sources: SourceSet,
+    features: tuple[FeatureSchema, ...],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Plan:
     """Assign examples to splits and shards, deterministically from ``options.seed``.
 
     Splits take a seeded random subset each and keep source order, unless ``--shuffle``
     gives each split a seeded random order. ``features`` is the output schema (after any
-    transform), which sets the record size.
+    transform), which sets the record size. ``limits`` travel with the plan to every
+    executor and worker.
     """
     file_ids = np.concatenate(
         [np.full(f.rows.size, i, np.int32) for i, f in enumerate(sources.files)]
@@ -116,21 +123,10 @@ def build_plan(
     rows = np.concatenate([f.rows for f in sources.files])
     total = rows.size
     example_bytes = max(1, sum(f.example_bytes() for f in features))
-    rows_per_record = options.rows_per_record or choose_rows_per_record(example_bytes)
-    record_target = rows_per_record
-    stored_bytes = example_bytes
-    if any(f.storage == "reference" for f in features):
-        # Records hold references; each one is read and decoded as one span.
-        record_target = options.rows_per_record or max(1, sharding.SPAN_BYTES // example_bytes)
-        rows_per_record = 2 * record_target  # the most a record holds (see record_sizes)
-        # Shards are sized by the data they hold or reference (readers and workers get
-        # as many as in copy mode); the disk estimate counts what is written.
-        stored_bytes = _REF_EXAMPLE_BYTES + sum(
-            f.example_bytes() for f in features if f.storage == "copy"
-        )
+    rows_per_record, record_target, stored_bytes = _record_layout(options, features)
     template = ShardedFileTemplate(options.name)
 
-    _check_record_limit(features)
+    _check_record_limit(features, limits.max_record_bytes)
     if len(options.splits) == 1 and options.splits[0].fraction == 1.0:
         assignments = [np.arange(total)]
     else:
@@ -178,7 +174,26 @@ def build_plan(
         tuple(shards),
         tuple(s.name for s in options.splits),
         record_target,
+        limits,
     )
+
+
+def _record_layout(
+    options: PlanOptions, features: tuple[FeatureSchema, ...]
+) -> tuple[int, int, int]:
+    """(most examples per record, examples a record aims for, bytes written per example)."""
+    example_bytes = max(1, sum(f.example_bytes() for f in features))
+    rows_per_record = options.rows_per_record or choose_rows_per_record(example_bytes)
+    if not any(f.storage == "reference" for f in features):
+        return rows_per_record, rows_per_record, example_bytes
+    # Records hold references; each one is read and decoded as one span.
+    record_target = options.rows_per_record or max(1, sharding.SPAN_BYTES // example_bytes)
+    # Shards are sized by the data they hold or reference (readers and workers get as
+    # many as in copy mode); the disk estimate counts what is written.
+    stored_bytes = _REF_EXAMPLE_BYTES + sum(
+        f.example_bytes() for f in features if f.storage == "copy"
+    )
+    return 2 * record_target, record_target, stored_bytes  # 2x: see record_sizes
 
 
 def _assign_splits(options: PlanOptions, file_ids: np.ndarray, rows: np.ndarray) -> list:
@@ -199,7 +214,7 @@ def _assign_splits(options: PlanOptions, file_ids: np.ndarray, rows: np.ndarray)
     return [np.flatnonzero(split_of_example == i) for i in range(len(options.splits))]
 
 
-def _check_record_limit(features: tuple[FeatureSchema, ...]) -> None:
+def _check_record_limit(features: tuple[FeatureSchema, ...], max_record_bytes: int) -> None:
     """Refuse at plan time an example that cannot fit in one record.
 
     Raises:
@@ -207,11 +222,11 @@ def _check_record_limit(features: tuple[FeatureSchema, ...]) -> None:
     """
     fixed = [f for f in features if f.stored.encoding == "raw" and None not in f.shape]
     total = sum(f.example_bytes() for f in fixed)
-    if total > sharding.MAX_RECORD_BYTES:
+    if total > max_record_bytes:
         biggest = max(fixed, key=lambda f: f.example_bytes())
         raise RecordTooLarge(
             f"one example takes {total} bytes (feature {biggest.name!r}: "
-            f"{biggest.example_bytes()} bytes), over the {sharding.MAX_RECORD_BYTES}-byte "
+            f"{biggest.example_bytes()} bytes), over the {max_record_bytes}-byte "
             "limit of one TFRecord record"
         )
 

@@ -24,6 +24,7 @@ from ..converter import ConvertResult, check_space, make_job, plan_conversion
 from ..errors import Hdf5ToRecordsError, OutputError, Terminated, UsageError
 from ..format.manifest import read_manifest, write_manifest
 from ..planning.config import ConvertConfig
+from ..planning.limits import DEFAULT_LIMITS, Limits
 from ..planning.plan import Plan
 from ..planning.transform import load_transform
 from ..writing.commit import build_manifest
@@ -36,8 +37,14 @@ from .tasks import plan_id
 log = logging.getLogger(__name__)
 
 
-def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) -> ConvertResult:
-    """Convert with an Apache Beam pipeline; ``beam_options`` as ``KEY=VALUE`` strings.
+def convert_on_beam(
+    config: ConvertConfig,
+    *,
+    beam_options: Sequence[str] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> ConvertResult:
+    """Convert with an Apache Beam pipeline; ``beam_options`` as ``KEY=VALUE`` strings
+    (``limits`` as for :func:`converter.convert`).
 
     Raises:
         UsageError: Beam missing, unknown Beam options, ``--resume``.
@@ -50,7 +57,7 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
             "--resume with --runner beam: Beam retries failed work itself; rerun with --overwrite"
         )
     flags = parse_beam_options(beam_options)
-    plan = plan_conversion(config)
+    plan = plan_conversion(config, limits=limits)
     expected = plan_id(plan)
     _PLANS[expected] = plan  # the DirectRunner's in-process workers need not plan again
     check_space(config, plan.shards)
@@ -67,9 +74,9 @@ def convert_on_beam(config: ConvertConfig, *, beam_options: Sequence[str] = ()) 
         pipeline
         | "Shards" >> beam.Create(range(len(plan.shards)))
         | "Spread" >> beam.Reshuffle()
-        | "Write" >> beam.ParDo(_WriteShard(config, expected))
+        | "Write" >> beam.ParDo(_WriteShard(config, expected, limits))
         | "Gather" >> beam.combiners.ToList()
-        | "Manifest" >> beam.Map(_finalize, config=config, expected=expected)
+        | "Manifest" >> beam.Map(_finalize, config=config, expected=expected, limits=limits)
     )
     try:
         with chatter, engine_logs():
@@ -142,10 +149,10 @@ def _surface(exc: BaseException) -> BaseException | None:
 _PLANS: dict[str, Plan] = {}
 
 
-def _plan_for(config: ConvertConfig, expected: str) -> Plan:
+def _plan_for(config: ConvertConfig, expected: str, limits: Limits) -> Plan:
     plan = _PLANS.get(expected)
     if plan is None:
-        plan = plan_conversion(config)
+        plan = plan_conversion(config, limits=limits)
         if plan_id(plan) != expected:
             raise OutputError(
                 f"--output {config.output}: a Beam worker planned differently from the "
@@ -159,15 +166,15 @@ def _plan_for(config: ConvertConfig, expected: str) -> Plan:
 class _WriteShard(beam.DoFn if beam is not None else object):
     """Writes one shard per element; each worker opens its own HDF5 files."""
 
-    def __init__(self, config: ConvertConfig, expected: str):
+    def __init__(self, config: ConvertConfig, expected: str, limits: Limits):
         super().__init__()
-        self._config, self._expected = config, expected
+        self._config, self._expected, self._limits = config, expected, limits
         self._plan = self._job = self._reader = self._transform = None
 
     def setup(self) -> None:
-        self._plan = _plan_for(self._config, self._expected)
+        self._plan = _plan_for(self._config, self._expected, self._limits)
         self._job = make_job(self._config, self._plan)
-        self._reader = ShardReader(self._job.sources, self._job.read_features)
+        self._reader = ShardReader(self._job.sources, self._job.read_features, self._job.limits)
         self._transform = load_transform(self._job.transform) if self._job.transform else None
 
     def process(self, index: int):
@@ -179,7 +186,9 @@ class _WriteShard(beam.DoFn if beam is not None else object):
             self._reader.close()
 
 
-def _finalize(results: list[ShardResult], *, config: ConvertConfig, expected: str) -> str:
+def _finalize(
+    results: list[ShardResult], *, config: ConvertConfig, expected: str, limits: Limits
+) -> str:
     """The pipeline's last step: every shard is written, so commit the manifest."""
-    plan = _plan_for(config, expected)
+    plan = _plan_for(config, expected, limits)
     return write_manifest(config.output, build_manifest(config, plan, results))

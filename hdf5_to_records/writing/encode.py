@@ -88,6 +88,7 @@ def encode_block(
     n: int,
     features: tuple[FeatureSchema, ...],
     extra: dict[str, list[int]] | None = None,
+    max_record_bytes: int = MAX_RECORD_BYTES,
 ) -> list[Piece]:
     """Serialize ``n`` examples as one ``tf.train.Example``, as a list of pieces.
 
@@ -130,10 +131,10 @@ def encode_block(
         body.extend(_map_entry(key, entries[key]))
     body_len = piece_length(body)
     total = body_len + len(_varint(_LEN1)) + len(_varint(body_len))
-    if total > MAX_RECORD_BYTES:
+    if total > max_record_bytes:
         raise RecordTooLarge(
             f"a record of {n} example(s) takes {total} bytes, over the "
-            f"{MAX_RECORD_BYTES}-byte limit of one TFRecord record"
+            f"{max_record_bytes}-byte limit of one TFRecord record"
             + ("; lower --rows-per-record" if n > 1 else "")
         )
     return _coalesce([_varint(_LEN1) + _varint(body_len), *body])

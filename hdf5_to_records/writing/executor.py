@@ -50,7 +50,7 @@ def execute(
 
 
 def _execute_here(job, specs, progress, on_result) -> list[ShardResult]:
-    reader = ShardReader(job.sources, job.read_features)
+    reader = ShardReader(job.sources, job.read_features, job.limits)
     transform = load_transform(job.transform) if job.transform else None
     results = []
     try:

@@ -17,11 +17,11 @@ import numpy as np
 
 from ..errors import Hdf5ToRecordsError, SourceUnreadable, first_line
 from ..format.reference import Reference
-from ..index.references import GAP_BYTES, ChunkTable
+from ..index.references import ChunkTable
+from ..planning.limits import DEFAULT_LIMITS, WINDOW_BYTES, Limits
 from ..planning.schema import FeatureSchema, SourceSet
 from ..planning.sources import ensure_filters, get_dataset, open_h5
 
-WINDOW_BYTES = 64 << 20  # 64 MiB per read window: big sequential reads, bounded worker RSS
 MAX_OPEN_H5_FILES = 64  # h5py files a worker keeps open at once
 
 Column = np.ndarray | list  # (n, *shape) array, or a list of n per-example arrays (ragged)
@@ -39,8 +39,14 @@ class Window:
 class ShardReader:
     """Reads the examples of shards from the plan's sources; one per worker process."""
 
-    def __init__(self, sources: SourceSet, features: tuple[FeatureSchema, ...]):
+    def __init__(
+        self,
+        sources: SourceSet,
+        features: tuple[FeatureSchema, ...],
+        limits: Limits = DEFAULT_LIMITS,
+    ):
         self._sources = sources
+        self._limits = limits
         self._features = features
         self._files: dict[int, h5py.File] = {}
         self._row_bytes = max(1, sum(f.example_bytes() for f in features))
@@ -82,7 +88,9 @@ class ShardReader:
         window ``k``, so the caller must be done with a window two windows later.
         Reusing memory avoids faulting in fresh pages for every 64 MiB window.
         """
-        bounds = window_bounds(file_ids, rows, self._row_bytes, self._chunk_rows[file_ids])
+        bounds = window_bounds(
+            file_ids, rows, self._row_bytes, self._chunk_rows[file_ids], self._limits.window_bytes
+        )
         for index, (start, stop) in enumerate(bounds):
             ids, sel = file_ids[start:stop], rows[start:stop]
             if self._sources.mode == "groups":
@@ -112,6 +120,7 @@ class ShardReader:
                         feature,
                         self._row_bytes,
                         source.chunk_rows,
+                        self._limits,
                     )
                 except OSError as exc:
                     raise SourceUnreadable(
@@ -143,16 +152,20 @@ class ShardReader:
 
 
 def window_bounds(
-    file_ids: np.ndarray, rows: np.ndarray, row_bytes: int, chunk_rows: int | np.ndarray
+    file_ids: np.ndarray,
+    rows: np.ndarray,
+    row_bytes: int,
+    chunk_rows: int | np.ndarray,
+    window_bytes: int = WINDOW_BYTES,
 ) -> list[tuple[int, int]]:
-    """Cut a shard's example list into windows of about ``WINDOW_BYTES``.
+    """Cut a shard's example list into windows of about ``window_bytes``.
 
     ``chunk_rows`` is the chunk extent along axis 0, one for all examples or one per
     example (that of its source file). Cuts fall where the source file or the chunk
     changes, so consecutive windows of an in-order shard never share a chunk.
     """
     n = rows.size
-    target = max(1, WINDOW_BYTES // row_bytes)
+    target = max(1, window_bytes // row_bytes)
     if n <= target:
         return [(0, n)] if n else []
     chunk = rows // np.maximum(chunk_rows, 1)
@@ -180,6 +193,7 @@ def _read_into(
     feature: FeatureSchema,
     row_bytes: int,
     chunk_rows: int,
+    limits: Limits,
 ) -> None:
     """Read ``ds[rows]`` into ``out[positions]`` with one call per span of rows."""
     lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -193,7 +207,7 @@ def _read_into(
     unique, inverse = np.unique(rows, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     sorted_inverse = inverse[order]
-    for a, b in _spans(unique, row_bytes, chunk_rows):
+    for a, b in _spans(unique, row_bytes, chunk_rows, limits):
         lo, hi = int(unique[a]), int(unique[b - 1]) + 1
         block = _convert(ds[lo:hi], feature)
         first, last = np.searchsorted(sorted_inverse, [a, b])
@@ -201,16 +215,18 @@ def _read_into(
         out[positions[targets]] = block[unique[sorted_inverse[first:last]] - lo]
 
 
-def _spans(unique: np.ndarray, row_bytes: int, chunk_rows: int) -> list[tuple[int, int]]:
+def _spans(
+    unique: np.ndarray, row_bytes: int, chunk_rows: int, limits: Limits
+) -> list[tuple[int, int]]:
     """Group sorted unique rows into spans read with one call each.
 
-    A gap of at least ``GAP_BYTES`` (and one chunk) starts a new span, and a span never
+    A gap of at least ``limits.gap_bytes`` (and one chunk) starts a new span, and a span never
     exceeds a window's rows, so sparse selections do not read what lies between.
     """
     if unique.size == 0:
         return []
-    gap_rows = max(chunk_rows, GAP_BYTES // row_bytes, 1)
-    limit = max(chunk_rows, WINDOW_BYTES // row_bytes, 1)
+    gap_rows = max(chunk_rows, limits.gap_bytes // row_bytes, 1)
+    limit = max(chunk_rows, limits.window_bytes // row_bytes, 1)
     breaks = np.flatnonzero(np.diff(unique) > gap_rows) + 1
     edges = [0, *breaks.tolist(), unique.size]
     spans = []

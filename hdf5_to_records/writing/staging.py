@@ -22,22 +22,22 @@ import numpy as np
 
 from .. import fs
 from ..errors import Hdf5ToRecordsError, OutputError
+from ..planning.limits import DEFAULT_LIMITS, Limits
 from ..planning.plan import ShardSpec
 from ..planning.schema import FeatureSchema, SourceFile, SourceSet
-from . import reading
 from .output import SCRATCH_PREFIX
 from .reading import ShardReader
 
 log = logging.getLogger(__name__)
 
 
-def needs_staging(shuffle: bool, sources: SourceSet) -> bool:
+def needs_staging(shuffle: bool, sources: SourceSet, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Staging pays off for shuffled row selections larger than one read window that
     come from chunked (usually compressed) data."""
     if not shuffle or sources.mode != "rows":
         return False
     chunked = any(f.chunk_rows > 1 for f in sources.files)
-    return chunked and sources.num_examples * sources.example_bytes > reading.WINDOW_BYTES
+    return chunked and sources.num_examples * sources.example_bytes > limits.window_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +60,7 @@ class Staged:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def stage(sources: SourceSet, output: str) -> Staged:
+def stage(sources: SourceSet, output: str, limits: Limits = DEFAULT_LIMITS) -> Staged:
     """Copy every selected row, decompressed, into scratch files; return the new sources.
 
     Raises:
@@ -69,7 +69,7 @@ def stage(sources: SourceSet, output: str) -> Staged:
     base = output if not fs.is_url(output) else None
     directory = tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=base)
     features = tuple(dataclasses.replace(f, source="/" + f.name) for f in sources.features)
-    reader = ShardReader(sources, sources.features)
+    reader = ShardReader(sources, sources.features, limits)
     files, uniques = [], []
     try:
         for file_id, source in enumerate(sources.files):

@@ -23,9 +23,10 @@ from ..format.naming import temp_name
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from ..format.reference import Reference
 from ..index.references import encode_refs, read_bytes
+from ..planning.limits import DEFAULT_LIMITS, Limits
 from ..planning.plan import ShardSpec
 from ..planning.schema import FeatureSchema, SourceSet, merge_shapes
-from ..planning.sharding import MAX_READ_BYTES, record_sizes
+from ..planning.sharding import record_sizes
 from ..planning.transform import (
     apply_transform,
     check_output,
@@ -53,6 +54,7 @@ class Job:
     # Index modes: per source file, the Reference of each referenced feature.
     refs: tuple[dict[str, Reference], ...] = ()
     record_target: int = 0
+    limits: Limits = DEFAULT_LIMITS
 
     @property
     def referenced(self) -> tuple[FeatureSchema, ...]:
@@ -144,7 +146,7 @@ def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observe
         for block, count in blocks:
             extra = _reference_lists(job, spec, position, count, reader) if referenced else None
             position += count
-            pieces = encode_block(block, count, copied, extra)
+            pieces = encode_block(block, count, copied, extra, job.limits.max_record_bytes)
             prefix, suffix = record_framing(pieces)
             sink.write(prefix)
             for piece in pieces:
@@ -176,7 +178,7 @@ def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observe
 def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
     """Index-mode records: ~``record_target`` examples each, cut at the chunk starts of
     the referenced data, and split further until no record reads more than
-    ``MAX_READ_BYTES`` (sparse rows read through gaps; shuffled rows whole chunks)."""
+    ``limits.max_read_bytes`` (sparse rows read through gaps; shuffled rows whole chunks)."""
     align = [
         max([r.chunk_rows for r in refs.values() if r.layout == "chunked"], default=1)
         for refs in job.refs
@@ -186,7 +188,8 @@ def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
     def bounded(a: int, b: int) -> list[int]:
         refs = job.refs[int(spec.file_ids[a])]
         rows = spec.rows[a:b]
-        if b - a > 1 and any(read_bytes(r, rows) > MAX_READ_BYTES for r in refs.values()):
+        gap, cap = job.limits.gap_bytes, job.limits.max_read_bytes
+        if b - a > 1 and any(read_bytes(r, rows, gap) > cap for r in refs.values()):
             middle = (a + b) // 2
             return bounded(a, middle) + bounded(middle, b)
         return [b - a]
@@ -208,7 +211,7 @@ def _reference_lists(
     for feature in job.referenced:
         ref = job.refs[file_id][feature.name]
         table = reader.chunk_table(file_id, ref) if ref.layout == "chunked" else None
-        pieces, take = encode_refs(ref, rows, table)
+        pieces, take = encode_refs(ref, rows, table, job.limits.gap_bytes)
         entries[feature.name + REF_SUFFIX] = pieces
         entries[feature.name + TAKE_SUFFIX] = take
     return entries
@@ -245,7 +248,7 @@ def init_worker(job: Job, queue) -> None:
     _STATE.update(
         job=job,
         queue=queue,
-        reader=ShardReader(job.sources, job.read_features),
+        reader=ShardReader(job.sources, job.read_features, job.limits),
         transform=load_transform(job.transform) if job.transform else None,
     )
 
