@@ -246,7 +246,10 @@ def run_command(
     elif round_ > 0:
         time.sleep(settle_s)
     try:
-        m = measure.run(argv, env=env)
+        # From "/": multiprocessing's forkserver puts its current directory first on
+        # sys.path, so from the repository its workers would import the working tree's
+        # converter instead of a --rev snapshot (found when a layout change broke it).
+        m = measure.run(argv, env=env, cwd="/")
         if m.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited {m.returncode}:\n{m.stderr[-2000:]}")
         loop = None

@@ -69,9 +69,14 @@ def machine_busy_seconds() -> float | None:
 
 
 def run(
-    argv: Sequence[str], *, env: dict[str, str] | None = None, use_time: bool = True
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    use_time: bool = True,
+    cwd: str | None = None,
 ) -> Measurement:
-    """Run ``argv`` to completion; stdout and stderr are captured (to files, not pipes).
+    """Run ``argv`` to completion (in ``cwd``); stdout and stderr are captured (to files,
+    not pipes).
 
     Call :func:`become_subreaper` once first. This process must have no other children
     while ``run`` is active, because orphans are reaped with ``wait4(-1)``.
@@ -83,7 +88,7 @@ def run(
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             busy_before = machine_busy_seconds()
             started = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
             _, status, usage = os.wait4(proc.pid, 0)
             seconds = time.perf_counter() - started
             busy_after = machine_busy_seconds()
