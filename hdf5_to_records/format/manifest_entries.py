@@ -169,21 +169,17 @@ class SourceEntry:
 
     @classmethod
     def parse(cls, data: Any, where: str) -> SourceEntry:
-        try:
-            data = check.obj(data, where)
-            references = check.obj(data.get("references", {}), f"{where}.references")
-            return cls(
-                check.text(check.field(data, "path", where), f"{where}.path"),
-                check.count(check.field(data, "size", where), f"{where}.size"),
-                check.timestamp(check.field(data, "mtime", where), f"{where}.mtime"),
-                check.count(check.field(data, "num_items", where), f"{where}.num_items"),
-                check.obj(data.get("selection", {}), f"{where}.selection"),
-                check.optional_text(data.get("fingerprint"), f"{where}.fingerprint"),
-                references,
-                "references" in data,
-            )
-        except check.Malformed as exc:
-            raise ManifestError(f"malformed source entry ({exc!r})") from None
+        data = check.obj(data, where)
+        return cls(
+            check.text(check.field(data, "path", where), f"{where}.path"),
+            check.count(check.field(data, "size", where), f"{where}.size"),
+            check.timestamp(check.field(data, "mtime", where), f"{where}.mtime"),
+            check.count(check.field(data, "num_items", where), f"{where}.num_items"),
+            check.obj(data.get("selection", {}), f"{where}.selection"),
+            check.optional_text(data.get("fingerprint"), f"{where}.fingerprint"),
+            check.obj(data.get("references", {}), f"{where}.references"),
+            "references" in data,
+        )
 
     def reference(self, feature: str) -> Reference:
         """Where ``feature``'s rows are in this source.
