@@ -199,7 +199,7 @@ def converter_env(workdir: str, rev: str | None) -> dict[str, str]:
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
         archive = subprocess.run(
-            ["git", "-C", REPO, "archive", commit, "hdf5_to_records"],
+            ["git", "-C", REPO, "archive", commit, "hdf5_to_records", "reader"],
             capture_output=True,
             check=True,
         ).stdout

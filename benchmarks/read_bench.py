@@ -261,9 +261,10 @@ def run_one(args, workload: str, name: str, round_: int, paths: dict[str, str], 
     return run_worker(worker_argv(args, workload, name, paths), workload, name, round_, rows)
 
 
-def run_worker(argv: list[str], workload: str, name: str, round_: int, rows: int) -> Run:
-    """Run one ``read_pipelines.py run`` process and parse its report."""
-    m = measure.run(argv, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, use_time=False)
+def run_worker(argv: list[str], workload: str, name: str, round_: int, rows: int, env=None) -> Run:
+    """Run one ``read_pipelines.py run`` process (in ``env``) and parse its report."""
+    env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    m = measure.run(argv, env=env, use_time=False)
     if m.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {m.returncode}:\n{m.stderr[-3000:]}")
     report = json.loads(m.stdout.strip().splitlines()[-1])

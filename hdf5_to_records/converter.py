@@ -156,6 +156,11 @@ def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None =
         config.compression,
         config.transform,
         refs=tuple({n: f.refs[n] for n in referenced} for f in plan.sources.files),
+        checksum_paths=(
+            tuple(f.path for f in plan.sources.files)
+            if referenced and config.checksums == "crc32c"
+            else ()
+        ),
         record_target=plan.record_target,
         limits=plan.limits,
     )

@@ -18,7 +18,7 @@ from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.errors import ManifestError, UsageError
 from hdf5_to_records.format.dataset_spec import DatasetSpec, ShardInfo, load_spec
 from hdf5_to_records.format.dtypes import from_stored
-from hdf5_to_records.index.source_trust import resolve_sources
+from hdf5_to_records.index.source_trust import span_reader
 from hdf5_to_records.index.spans import SpanReader
 
 from .decode import make_decoder
@@ -271,12 +271,7 @@ def _span_reader(spec, chosen, allowed_roots, max_open_files) -> SpanReader | No
     referenced = [f for f in chosen if f.storage == "reference"]
     if not referenced:
         return None
-    names = [f.name for f in referenced]
-    sources = resolve_sources(
-        spec.directory, list(spec.sources), spec.source_roots, names, allowed_roots=allowed_roots
-    )
-    stored = {f.name: (from_stored(f.dtype), tuple(f.shape)) for f in referenced}
-    return SpanReader(sources, stored, spec.rows_per_record, max_open_files)
+    return span_reader(spec, referenced, allowed_roots=allowed_roots, max_open_files=max_open_files)
 
 
 def _record_count(shard, k: int) -> int:

@@ -35,13 +35,15 @@ def write_source(path) -> dict[str, np.ndarray]:
         return {name: h5[name][()] for name in h5}
 
 
-def make_dataset(tmp_path):
+def make_dataset(tmp_path, checksums: str = "crc32c"):
     """``tmp/data/src.h5`` converted in index mode into ``tmp/out`` (3-row records):
     (output directory, source path, the values h5py reads)."""
     (tmp_path / "data").mkdir()
     source = tmp_path / "data" / "src.h5"
     values = write_source(source)
-    out = convert_small(source, tmp_path / "out", mode="index", rows_per_record=3)
+    out = convert_small(
+        source, tmp_path / "out", mode="index", rows_per_record=3, checksums=checksums
+    )
     return tmp_path / os.path.basename(out), source, values
 
 

@@ -268,7 +268,8 @@ def _empty_split(document):
             "index",
             _set(("format_version",), 9),
             "manifest.json",
-            "{path} has format version 9; this tool reads versions 1 and 2",
+            "{path} has format version 9; this tool reads versions 1, 2, 3; "
+            "upgrade hdf5-to-records to read it",
         ),
         (
             "copy",

@@ -2,16 +2,24 @@
 
 If this fails, the format changed: bump FORMAT_VERSION in manifest.py, document it in
 the README, and regenerate with ``H2R_REGEN_GOLDEN=1 pytest tests/test_golden.py``.
+Index mode's format (3: every referenced byte range carries its CRC32C) is pinned by its
+version and record layout; ``golden/index_v2`` is a format-2 dataset, with its source,
+as the release before checksums wrote it: it must still read.
 """
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
+from hdf5_to_records.checks.verify import verify
 from hdf5_to_records.converter import convert
+from hdf5_to_records.errors import ManifestError, SourceChanged
+from hdf5_to_records.format.manifest import load_manifest
 from hdf5_to_records.planning.config import build_config
 
 from records import read_split
@@ -29,15 +37,16 @@ def _write_source(path):
         h5["name"] = np.array([b"a", b"bb", b"", b"dddd", b"e"], dtype="S4")
 
 
+def _convert(source, out, **options) -> None:
+    config = {"sources": [str(source)], "output": str(out), "workers": 1, "rows_per_record": 2}
+    convert(build_config({**config, **options}))
+
+
 def test_golden_shard_and_manifest(tmp_path):
     source = tmp_path / "golden.h5"
     _write_source(source)
     out = tmp_path / "golden"
-    convert(
-        build_config(
-            {"sources": [str(source)], "output": str(out), "workers": 1, "rows_per_record": 2}
-        )
-    )
+    _convert(source, out)
     shard = (out / SHARD).read_bytes()
     manifest = json.loads((out / "manifest.json").read_text())
     pinned = {k: manifest[k] for k in PINNED_KEYS}
@@ -59,3 +68,71 @@ def test_golden_shard_decodes_to_known_values():
     np.testing.assert_array_equal(np.stack(got["f"]), np.linspace(-1, 1, 5, dtype="f4"))
     assert [int(v) for v in got["flag"]] == [1, 0, 1, 1, 0]
     assert [v.item() for v in got["name"]] == [b"a", b"bb", b"", b"dddd", b"e"]
+
+
+# ---- index mode: format 3 pins its checksums; format 2 datasets still read ------------
+
+INDEX_V2 = GOLDEN / "index_v2"  # converted by 4d76a93 (format 2: no checksums)
+
+
+def test_index_format_pins_its_version_and_record_layout(tmp_path):
+    source = tmp_path / "golden.h5"
+    _write_source(source)
+    out = tmp_path / "golden"
+    _convert(source, out, mode="auto")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format_version"] == 3
+    assert manifest["records"] == {
+        "rows_per_record": 4,  # index mode: records of K to 2K examples
+        "count_key": "__rows__",
+        "shape_suffix": "/shape",
+        "byte_order": "little",
+        "file_key": "__file__",
+        "ref_suffix": "/ref",
+        "take_suffix": "/take",
+        "checksums": "crc32c",
+    }
+
+
+@pytest.fixture
+def index_v2(tmp_path):
+    """A copy of the committed format-2 dataset, its source's mtime the recorded one
+    (a checkout gives files new mtimes)."""
+    root = tmp_path / "index_v2"
+    shutil.copytree(INDEX_V2, root)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    recorded = manifest["sources"][0]["mtime"]
+    os.utime(root / "data" / "src.h5", (recorded, recorded))
+    assert os.stat(root / "data" / "src.h5").st_mtime == recorded
+    return root
+
+
+def test_format_2_index_dataset_reads_as_it_did(index_v2):
+    import reader
+
+    with h5py.File(index_v2 / "data" / "src.h5", "r") as h5:
+        expected = {name: h5[name][()] for name in h5}
+    got = list(reader.load(str(index_v2 / "out"), batch_size=12))
+    assert len(got) == 1
+    for name, values in expected.items():
+        np.testing.assert_array_equal(got[0][name].numpy(), values)
+    report = verify(str(index_v2 / "out"))
+    assert report.ok, report.problems
+    assert report.warnings and "no checksums" in report.warnings[0]
+
+
+def test_format_2_index_dataset_with_a_touched_source_is_refused(index_v2):
+    import reader
+
+    stat = os.stat(index_v2 / "data" / "src.h5")
+    os.utime(index_v2 / "data" / "src.h5", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(SourceChanged, match="the dataset has no checksums"):
+        reader.load(str(index_v2 / "out"))
+
+
+def test_newer_format_is_refused_with_a_hint(tmp_path):
+    shutil.copytree(INDEX_V2 / "out", tmp_path / "out")
+    path = tmp_path / "out" / "manifest.json"
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 4'))
+    with pytest.raises(ManifestError, match=r"format version 4; this tool reads versions 1, 2, 3"):
+        load_manifest(str(tmp_path / "out"))

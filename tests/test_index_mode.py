@@ -410,8 +410,8 @@ def test_records_never_read_more_than_the_cap(tmp_path):
     for shard in manifest["splits"]["train"]["shards"]:
         for raw in tf.data.TFRecordDataset(os.path.join(out, shard["file"])):
             fmap = tf.train.Example.FromString(raw.numpy()).features.feature
-            ranges = np.array(fmap["x/ref"].int64_list.value).reshape(-1, 3)
-            chunks = np.array(fmap["z/ref"].int64_list.value).reshape(-1, 3)
+            ranges = np.array(fmap["x/ref"].int64_list.value).reshape(-1, 4)
+            chunks = np.array(fmap["z/ref"].int64_list.value).reshape(-1, 4)
             count = fmap["__rows__"].int64_list.value[0]
             assert ranges[:, 1].sum() <= 64 << 10 or count == 1
             assert len(chunks) * 4000 <= 64 << 10 or count == 1

@@ -33,7 +33,7 @@ def test_auto_mode_mixes_references_and_copies(tmp_path):
     out = convert_small(path, tmp_path / "out", mode="auto", rows_per_record=5)
     manifest = load_manifest(out)
     assert storage(out) == {"name": "copy", "ok": "reference", "small": "copy", "text": "copy"}
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert list(manifest["sources"][0]["references"]) == ["ok"]
     got = read_all(out)
     for name in ("ok", "small"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hdf5_to_records.errors import (
+    SourceChanged,
     SourceRefused,
 )
 from hdf5_to_records.format.dtypes import from_stored
@@ -228,7 +229,7 @@ def test_truncated_source_is_refused(spans):
     span_reader, refs, size, source, _ = spans
     x = refs["x"]
     os.truncate(source, x.offset + ROW_BYTES)  # the recorded size is still the old one
-    with pytest.raises(SourceRefused, match=r"^src\.h5 ended early \(truncated since"):
+    with pytest.raises(SourceChanged, match=r"^source src\.h5 ended early \(truncated since"):
         read(span_reader, "x", refs=[x.offset, 2 * ROW_BYTES, 0], count=2)
 
 

@@ -29,7 +29,13 @@ def describe(directory: str) -> list[str]:
         ManifestError: no readable manifest, or a malformed one.
     """
     manifest = load_manifest(directory)
-    storage = "index (references into the HDF5 sources)" if manifest.referenced else "copy"
+    storage = "copy"
+    if manifest.referenced:
+        storage = "index (references into the HDF5 sources, " + (
+            "each byte range with its CRC32C, checked on every read)"
+            if manifest.records.checksums == "crc32c"
+            else "no checksums: bytes changed in place go unnoticed)"
+        )
     lines = [
         f"{manifest.name} ({directory}): format v{manifest.format_version}, written by "
         f"hdf5-to-records {manifest.tool_version or '?'}",

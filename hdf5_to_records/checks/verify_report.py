@@ -37,6 +37,8 @@ class Report:
     compared: int = 0  # records whose values were compared with the sources
     notes: list[str] = field(default_factory=list)  # what was not checked, and why
     source_bytes: int = 0  # index mode: referenced bytes read and decoded
+    checked_ranges: int = 0  # index mode: byte ranges read and checked against their CRC32C
+    warnings: list[str] = field(default_factory=list)  # what was checked less than usual
 
     @property
     def total_mb_per_s(self) -> float:
@@ -63,5 +65,7 @@ class Report:
             "mb_per_s": round(self.mb_per_s, 1),
             "source_bytes": self.source_bytes,
             "compared_records": self.compared,
+            "checked_ranges": self.checked_ranges,
             "notes": self.notes,
+            "warnings": self.warnings,
         }

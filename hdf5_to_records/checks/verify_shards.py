@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import Hdf5ToRecordsError
+from ..errors import Hdf5ToRecordsError, SourceChanged
 from ..format.dtypes import from_stored
 from ..format.manifest import Manifest
 from ..format.proto import FrameReader, FramingError, parse_example
@@ -66,15 +67,26 @@ class Expected:
         return columns
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Which records ``verify`` compares with the sources: each with probability
+    ``fraction``, drawn from ``rng``; with ``sampled_refs``, index mode reads and checks
+    the byte ranges of those records only (``--sample``), else of every record."""
+
+    rng: np.random.Generator
+    fraction: float = 0.0
+    sampled_refs: bool = False
+
+
 class ShardCheck:
     """Stream one shard: hash, framing, records, counts, and optionally values."""
 
     def __init__(
-        self, spec, entry, spans, expected, rng, fraction, report, progress, read_block=READ_BLOCK
+        self, spec, entry, spans, expected, sampling, report, progress, read_block=READ_BLOCK
     ):
         self.spec, self.entry, self.spans, self.expected = spec, entry, spans, expected
         self.read_block = read_block
-        self.rng, self.fraction, self.report, self.progress = rng, fraction, report, progress
+        self.sampling, self.report, self.progress = sampling, report, progress
         self.name = entry.file
         self.shown = self.hidden = 0
 
@@ -146,19 +158,27 @@ class ShardCheck:
         except (ValueError, KeyError, TypeError) as exc:
             self.problem(f"does not decode: {exc}", index)
             return 0
+        sampling = self.sampling
+        chosen = self.expected is not None and sampling.rng.random() < sampling.fraction
+        features = [
+            f
+            for f in self.spec.features
+            if chosen or f.storage != "reference" or not sampling.sampled_refs
+        ]
         try:
-            decoded = {
-                f.name: _decode(example, f, n, self.spec, self.spans) for f in self.spec.features
-            }
-            self.report.source_bytes += sum(
-                sum(np.asarray(v).nbytes for v in decoded[f.name])
-                for f in self.spec.features
-                if f.storage == "reference"
-            )
+            decoded = {f.name: _decode(example, f, n, self.spec, self.spans) for f in features}
+        except SourceChanged as exc:
+            self.problem(str(exc), index)
+            return n
         except (ValueError, KeyError, TypeError, Hdf5ToRecordsError) as exc:
             self.problem(f"does not decode: {exc}", index)
             return n
-        if self.expected is not None and self.rng.random() < self.fraction:
+        for f in features:
+            if f.storage == "reference":
+                self.report.source_bytes += sum(np.asarray(v).nbytes for v in decoded[f.name])
+                ranges = len(example[f.name + self.spec.ref_suffix][1])
+                self.report.checked_ranges += ranges // 4 if self.spec.checksums else 0
+        if chosen:
             self._compare(index, decoded, position, n)
         return n
 

@@ -64,11 +64,17 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
     "--sample",
     type=float,
     metavar="FRACTION",
-    help="Compare the values of this random fraction of the records with the sources.",
+    help="Compare the values of this seeded random fraction of the records with the "
+    "sources; in index mode, read and check only their byte ranges (default: all).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of --sample's random choice."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @debug_option
-def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debug: bool) -> None:
+def verify(
+    directory: str, deep: bool, sample: float | None, seed: int, as_json: bool, debug: bool
+) -> None:
     """Check DIRECTORY: manifest, shards (size, sha256, framing, counts, decoding) and,
     in index mode, the sources; exit 0 if all holds, 1 if anything is wrong."""
     if deep and sample is not None:
@@ -83,7 +89,7 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
         with tqdm(
             unit="B", unit_scale=True, desc="verifying", disable=None, file=sys.stderr
         ) as bar:
-            report = run_verify(directory, deep=deep, sample=sample, progress=bar.update)
+            report = run_verify(directory, deep=deep, sample=sample, seed=seed, progress=bar.update)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -91,12 +97,16 @@ def verify(directory: str, deep: bool, sample: float | None, as_json: bool, debu
             click.echo(f"PROBLEM {problem}")
         for note in report.notes:
             click.echo(f"NOTE {note}")
+        for warning in report.warnings:
+            click.echo(f"WARNING {warning}", err=True)
         compared = f", values of {report.compared} record(s) compared" if deep or sample else ""
         sources = (
             f" + {report.source_bytes / 1e6:,.1f} MB of referenced source data"
             if report.source_bytes
             else ""
         )
+        if report.checked_ranges:
+            sources += f" ({report.checked_ranges:,} byte ranges checked against CRC32C)"
         click.echo(
             f"{'OK' if report.ok else 'FAILED'}: {directory}: {report.shards} shard(s), "
             f"{report.records} records, {report.examples} examples, "

@@ -75,6 +75,13 @@ from .app import debug_option, main, reported_errors, sigterm_as_interrupt
     "(error if a feature cannot be referenced). auto: reference what can be, copy the rest.",
 )
 @click.option(
+    "--checksums",
+    type=click.Choice(["crc32c", "none"]),
+    help="Index mode: record the CRC32C of every referenced byte range, reading it once "
+    "(default crc32c; the reader and verify check it). none: metadata only, for sources "
+    "too large to read; then any change of a source's size or mtime is refused.",
+)
+@click.option(
     "--rows-per-record",
     type=int,
     metavar="K",

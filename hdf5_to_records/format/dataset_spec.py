@@ -40,6 +40,7 @@ class DatasetSpec:
     file_key: str = FILE_KEY
     ref_suffix: str = REF_SUFFIX
     take_suffix: str = TAKE_SUFFIX
+    checksums: bool = False  # index mode: every byte range carries its CRC32C
 
     def split(self, name: str) -> tuple[ShardInfo, ...]:
         """The shards of a split.
@@ -104,6 +105,7 @@ def spec_of(manifest: Manifest, directory: str) -> DatasetSpec:
         records.file_key,
         records.ref_suffix,
         records.take_suffix,
+        records.checksums == "crc32c",
     )
 
 

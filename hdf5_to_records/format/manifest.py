@@ -21,7 +21,10 @@ from .manifest_fields import Malformed
 
 FORMAT = "hdf5-to-records"
 FORMAT_VERSION = 1
-INDEX_FORMAT_VERSION = 2  # adds referenced features; copy-only datasets stay version 1
+# Version 2 added referenced features (index mode); 3 the CRC32C of every referenced
+# byte range (records.checksums). Copy-only datasets stay version 1; 2 is still read.
+INDEX_FORMAT_VERSION = 3
+READABLE_VERSIONS = (FORMAT_VERSION, 2, INDEX_FORMAT_VERSION)
 MANIFEST_NAME = "manifest.json"
 SOURCE_ROOTS_KEY = "source_roots"  # index mode: directories the sources may lie under
 _TOTALS = ("num_examples", "num_records", "num_bytes")
@@ -176,7 +179,11 @@ class Manifest:
             check.choice(
                 check.field(data, "compression", "manifest"), ("none", "gzip"), "compression"
             ),
-            RecordLayout.parse(check.field(data, "records", "manifest"), "records"),
+            RecordLayout.parse(
+                check.field(data, "records", "manifest"),
+                "records",
+                checksums_listed=data["format_version"] >= INDEX_FORMAT_VERSION,
+            ),
             features,
             {
                 check.text(k, "splits"): SplitEntry.parse(v, f"splits.{k}")
@@ -215,10 +222,13 @@ def read_manifest(directory: str) -> dict[str, Any]:
         raise ManifestError(f"cannot read manifest {path}: {detail}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ManifestError(f"{path} is not an hdf5-to-records manifest")
-    if data.get("format_version") not in (FORMAT_VERSION, INDEX_FORMAT_VERSION):
+    version = data.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and version > INDEX_FORMAT_VERSION
         raise ManifestError(
-            f"{path} has format version {data.get('format_version')}; this "
-            f"tool reads versions {FORMAT_VERSION} and {INDEX_FORMAT_VERSION}"
+            f"{path} has format version {version}; this tool reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+            + ("; upgrade hdf5-to-records to read it" if newer else "")
         )
     return data
 

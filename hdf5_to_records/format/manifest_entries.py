@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ManifestError
 from . import manifest_fields as check
-from .record_keys import COUNT_KEY, FILE_KEY, REF_SUFFIX, SHAPE_SUFFIX, TAKE_SUFFIX
+from .record_keys import CHECKSUMS, COUNT_KEY, FILE_KEY, REF_SUFFIX, SHAPE_SUFFIX, TAKE_SUFFIX
 from .reference import Reference
 
 BYTE_ORDER = "little"  # of every raw feature's bytes in a record
@@ -31,6 +31,12 @@ class RecordLayout:
     file_key: str = FILE_KEY
     ref_suffix: str = REF_SUFFIX
     take_suffix: str = TAKE_SUFFIX
+    checksums: str = "none"  # index mode: "crc32c" when byte ranges carry their CRC32C
+
+    @property
+    def ref_width(self) -> int:
+        """Values per byte range in a ``/ref`` list: offset, size, mask[, CRC32C]."""
+        return 4 if self.checksums == "crc32c" else 3
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -42,11 +48,17 @@ class RecordLayout:
         if self.references:
             out.update(file_key=self.file_key, ref_suffix=self.ref_suffix)
             out["take_suffix"] = self.take_suffix
+            out["checksums"] = self.checksums
         return out
 
     @classmethod
-    def parse(cls, data: Any, where: str) -> RecordLayout:
+    def parse(cls, data: Any, where: str, *, checksums_listed: bool = False) -> RecordLayout:
+        """``checksums_listed``: an index-mode layout must say ``checksums`` (format 3 on;
+        format 2 had none)."""
         data = check.obj(data, where)
+        references = "file_key" in data
+        if references and checksums_listed:
+            check.field(data, "checksums", where)
         if data.get("byte_order") != BYTE_ORDER:
             raise ManifestError(f"unknown byte order {data!r}")
         keys = {
@@ -61,8 +73,9 @@ class RecordLayout:
             check.count(check.field(data, "rows_per_record", where), f"{where}.rows_per_record"),
             check.text(check.field(data, "count_key", where), f"{where}.count_key"),
             check.text(check.field(data, "shape_suffix", where), f"{where}.shape_suffix"),
-            "file_key" in data,
+            references,
             **keys,
+            checksums=check.choice(data.get("checksums", "none"), CHECKSUMS, f"{where}.checksums"),
         )
 
 

@@ -12,6 +12,7 @@ record's rows into the reference lists stored in the record.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Literal
 
 import h5py
@@ -115,19 +116,25 @@ class ChunkTable:
 
 
 def encode_refs(
-    ref: Reference, rows: np.ndarray, chunks: ChunkTable | None, gap_bytes: int = GAP_BYTES
+    ref: Reference,
+    rows: np.ndarray,
+    chunks: ChunkTable | None,
+    gap_bytes: int = GAP_BYTES,
+    add_checksums: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[int], list[int]]:
     """The reference lists of one record: ``(ref, take)``.
 
-    ``ref`` holds ``(offset, size, filter mask)`` per byte range to read; ``take[i]`` is
-    the row of example ``i`` within the ranges decoded and concatenated in order.
-    Contiguous rows are grouped into ranges, read through gaps under ``gap_bytes``;
-    chunked rows name each chunk they touch once.
+    ``ref`` holds ``(offset, size, filter mask)`` per byte range to read, and its CRC32C
+    as a fourth value when ``add_checksums`` (``(k, 3)`` ranges -> ``(k, 4)``) is given;
+    ``take[i]`` is the row of example ``i`` within the ranges decoded and concatenated
+    in order. Contiguous rows are grouped into ranges, read through gaps under
+    ``gap_bytes``; chunked rows name each chunk they touch once.
     """
+    add_checksums = add_checksums or (lambda pieces: pieces)
     unique, inverse = np.unique(rows, return_inverse=True)
     if ref.layout == "chunked":
         ids, where = np.unique(unique // ref.chunk_rows, return_inverse=True)
-        pieces = chunks.table[ids]
+        pieces = add_checksums(chunks.table[ids])
         take = where * ref.chunk_rows + unique % ref.chunk_rows
         return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
     firsts, lengths, group = _ranges(ref, unique, gap_bytes)
@@ -137,6 +144,7 @@ def encode_refs(
         [ref.offset + firsts * ref.row_bytes, lengths * ref.row_bytes, np.zeros_like(firsts)],
         axis=1,
     )
+    pieces = add_checksums(pieces)
     return pieces.ravel().tolist(), _take_list(take[inverse.ravel()])
 
 

@@ -5,11 +5,16 @@ the allowed roots (the dataset's directory tree, the source directories recorded
 conversion, and what the caller adds with ``allowed_roots=``), only files that are HDF5
 files (signature and superblock: its end-of-file address must be the file's size, so an
 archive holding an HDF5 file is refused), and only byte ranges inside them (checked
-again on every read, see :mod:`hdf5_to_records.index.spans`). A source whose size or content changed
-since the conversion is refused: mtime differing alone is forgiven when the content
-fingerprint still matches (a copy to another machine keeps the bytes, not the mtime).
-Each file's identity (device, inode, size) is kept, and the span reader refuses a file
-that is no longer the one checked here (replaced, or swapped for a symlink).
+again on every read, see :mod:`hdf5_to_records.index.spans`). A source whose size
+changed since the conversion is refused here. So is one with a new mtime, unless the
+dataset has checksums (format 3, the default): then every byte range read is checked
+against its CRC32C, so a copy with the same bytes reads (a copy to another machine keeps
+the bytes, not the mtime) and an edit is refused when its bytes are read. A new mtime
+with a content fingerprint that differs is refused here in any case. Without checksums
+(``--checksums none``, format 2) the sampled fingerprint cannot vouch for the bytes it
+does not sample, so nothing waves a new mtime through. Each file's identity (device,
+inode, size) is kept, and the span reader refuses a file that is no longer the one
+checked here (replaced, or swapped for a symlink).
 """
 
 from __future__ import annotations
@@ -28,12 +33,39 @@ from ..errors import (
     SourceRefused,
     SourceUnreadable,
 )
-from ..format.manifest_entries import SourceEntry
+from ..format.dtypes import from_stored
+from ..format.manifest_entries import FeatureEntry, SourceEntry
 from .fingerprint import fingerprint_fd
-from .spans import OPEN_FLAGS, SourceFile
+from .spans import MAX_OPEN_FILES, OPEN_FLAGS, SourceFile, SpanReader
 
 log = logging.getLogger(__name__)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def span_reader(
+    spec,
+    referenced: Sequence[FeatureEntry],
+    *,
+    allowed_roots: Sequence[str] | None = None,
+    max_open_files: int = MAX_OPEN_FILES,
+) -> SpanReader:
+    """The reader of the ``referenced`` features of dataset ``spec`` (a
+    :class:`~hdf5_to_records.format.dataset_spec.DatasetSpec`), its sources checked.
+
+    Raises: what :func:`resolve_sources` raises.
+    """
+    sources = resolve_sources(
+        spec.directory,
+        list(spec.sources),
+        spec.source_roots,
+        [f.name for f in referenced],
+        allowed_roots=allowed_roots,
+        checksums=spec.checksums,
+    )
+    stored = {f.name: (from_stored(f.dtype), tuple(f.shape)) for f in referenced}
+    return SpanReader(
+        sources, stored, spec.rows_per_record, max_open_files, checksums=spec.checksums
+    )
 
 
 def resolve_sources(
@@ -43,10 +75,12 @@ def resolve_sources(
     names: Sequence[str],
     *,
     allowed_roots: Sequence[str] | None = None,
+    checksums: bool = False,
 ) -> tuple[SourceFile, ...]:
     """Check every source of an index-mode dataset and say where its features live.
 
-    ``names`` are the referenced features to be read.
+    ``names`` are the referenced features to be read; ``checksums``: the dataset's
+    byte ranges carry their CRC32C (a new mtime is then no reason to refuse).
 
     Raises:
         SourceRefused: a source outside the allowed roots, or not an HDF5 file.
@@ -79,7 +113,9 @@ def resolve_sources(
                 f"source {listed} resolves to {real}, outside the allowed roots "
                 f"{roots}; pass allowed_roots=[...] to read it"
             )
-        identity = _check_file(real, listed, directory, size, mtime, recorded_fingerprint)
+        identity = _check_file(
+            real, listed, directory, (size, mtime, recorded_fingerprint), checksums=checksums
+        )
         for name, ref in refs.items():
             if ref.layout == "contiguous" and ref.offset + ref.num_rows * ref.row_bytes > size:
                 raise SourceRefused(
@@ -100,9 +136,16 @@ def _join(base: str | None, path: str, directory: str) -> str:
 
 
 def _check_file(
-    real: str, listed: str, directory: str, size: int, mtime: float, recorded: str | None
+    real: str,
+    listed: str,
+    directory: str,
+    recorded: tuple[int, float, str | None],
+    *,
+    checksums: bool,
 ) -> tuple[int, int]:
-    """Open ``real`` (not through a final symlink), check it, return (device, inode)."""
+    """Open ``real`` (not through a final symlink), check it against its ``recorded``
+    size, mtime and fingerprint, return (device, inode)."""
+    size, mtime, fingerprint = recorded
     try:
         fd = os.open(real, OPEN_FLAGS)
     except FileNotFoundError:
@@ -120,12 +163,7 @@ def _check_file(
             )
         _check_hdf5(fd, size, listed)
         if stat.st_mtime != mtime:
-            if recorded is None or fingerprint_fd(fd) != recorded:
-                raise SourceChanged(
-                    f"source {listed} changed since the conversion (modified, and its "
-                    "content fingerprint differs); convert again"
-                )
-            log.info("source %s has a new mtime but the same content fingerprint", listed)
+            _check_modified(fd, listed, fingerprint, checksums)
         return stat.st_dev, stat.st_ino
     except OSError as exc:
         if isinstance(exc, Hdf5ToRecordsError):
@@ -133,6 +171,21 @@ def _check_file(
         raise SourceUnreadable(f"source {listed} cannot be read: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _check_modified(fd: int, listed: str, fingerprint: str | None, checksums: bool) -> None:
+    """A source with a new mtime: refused unless checksums will vouch for its bytes."""
+    if not checksums:
+        raise SourceChanged(
+            f"source {listed} changed since the conversion (modified); the dataset has no "
+            "checksums to tell an identical copy from an edit; convert again"
+        )
+    if fingerprint is not None and fingerprint_fd(fd) != fingerprint:
+        raise SourceChanged(
+            f"source {listed} changed since the conversion (modified, and its "
+            "content fingerprint differs); convert again"
+        )
+    log.debug("source %s has a new mtime; its byte ranges are checked as they are read", listed)
 
 
 def _check_hdf5(fd: int, size: int, listed: str) -> None:

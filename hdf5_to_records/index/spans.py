@@ -12,6 +12,8 @@ would replace :meth:`SpanReader.read` behind the same inputs and outputs.
 Every byte range is checked before it is read: inside the source file as recorded,
 and inside the referenced dataset (contiguous) or no larger than a chunk can be
 (chunked). A record cannot make the reader read a file the manifest does not list.
+With checksums (format 3), every range read is checked against the CRC32C recorded at
+conversion before a byte of it is decoded or returned (:mod:`checksums`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+from crc32c import crc32c
 
 from ..errors import SourceChanged, SourceRefused
 from ..format.reference import Reference
+from .checksums import changed
 from .chunk_filters import max_chunk_bytes, undo_filters
 
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 MAX_OPEN_FILES = 128  # source files kept open at once (per SpanReader)
+CHECK_BLOCK = 256 << 10  # with checksums: bytes read and checksummed at a time
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,12 @@ class SpanReader:
         stored: dict[str, tuple[np.dtype, tuple[int, ...]]],
         max_rows: int,
         max_open_files: int = MAX_OPEN_FILES,
+        *,
+        checksums: bool = False,
     ):
         self._sources = sources
+        self._checksums = checksums  # each range is (offset, size, mask, CRC32C)
+        self._width = 4 if checksums else 3
         self._max_open_files = max_open_files
         self._max_rows = max_rows  # the most examples a record holds (rows_per_record)
         self._stored = stored  # feature -> (output dtype: little-endian, bool as uint8; shape)
@@ -122,19 +131,22 @@ class SpanReader:
         """Feature ``name`` of a batch of records, as one ``[sum(counts), *shape]`` array.
 
         Record ``r`` is read from source ``file_ids[r]``: the ``(offset, size, mask)``
-        triples in ``refs[ref_splits[r]:ref_splits[r + 1]]``, decoded and concatenated,
-        then rows ``takes[take_splits[r]:take_splits[r + 1]]`` (all rows in order when
-        empty).
+        triples (with checksums: ``(offset, size, mask, crc32c)``) in
+        ``refs[ref_splits[r]:ref_splits[r + 1]]``, decoded and concatenated, then rows
+        ``takes[take_splits[r]:take_splits[r + 1]]`` (all rows in order when empty).
 
         Raises:
             SourceRefused: a reference outside its file or dataset, or a bad take list.
-            ValueError: bytes that do not decode (corrupt chunk, checksum mismatch).
+            SourceChanged: bytes whose CRC32C is not the recorded one.
+            ValueError: bytes that do not decode (corrupt chunk, HDF5 checksum mismatch).
         """
         dtype, shape = self._stored[name]
-        if (counts < 0).any() or (counts > self._max_rows).any() or refs.size % 3:
+        width = self._width
+        if (counts < 0).any() or (counts > self._max_rows).any() or refs.size % width:
+            fields = "(offset, size, mask, crc32c)" if self._checksums else "(offset, size, mask)"
             raise SourceRefused(
                 f"feature {name!r}: malformed record (a count outside 0..{self._max_rows}, "
-                "or byte ranges that are not (offset, size, mask) triples)"
+                f"or byte ranges that are not {fields} values)"
             )
         out = _aligned_empty((int(counts.sum()), *shape), dtype)
         position = 0
@@ -144,7 +156,7 @@ class SpanReader:
             if source.refs[name].row_shape != tuple(shape):
                 raise SourceRefused(f"feature {name!r}: rows in {source.name} are not {shape}")
             ref = source.refs[name]
-            pieces = refs[ref_splits[r] : ref_splits[r + 1]].reshape(-1, 3)
+            pieces = refs[ref_splits[r] : ref_splits[r + 1]].reshape(-1, width)
             take = takes[take_splits[r] : take_splits[r + 1]]
             count = int(counts[r])
             target = out[position : position + count]
@@ -186,7 +198,7 @@ class SpanReader:
         return self._sources[file_id]
 
     def _check(self, source: SourceFile, name: str, ref: Reference, piece) -> tuple[int, int]:
-        offset, size, _mask = (int(v) for v in piece)
+        offset, size = int(piece[0]), int(piece[1])
         where = f"feature {name!r}: byte range {offset}+{size} of {source.name}"
         if offset < 0 or size <= 0 or offset + size > source.size:
             raise SourceRefused(f"{where} is outside the file ({source.size} bytes)")
@@ -200,16 +212,33 @@ class SpanReader:
             raise SourceRefused(f"{where} is larger than a chunk of {ref.dataset}")
         return offset, size
 
-    def _pread_into(self, file_id: int, offset: int, buffer: np.ndarray) -> None:
+    def _pread_into(self, file_id: int, ref: Reference, piece, buffer: np.ndarray) -> None:
+        """Read range ``piece`` into ``buffer``; with checksums, refuse it unless its
+        CRC32C is the recorded one.
+
+        With checksums the range is read ``CHECK_BLOCK`` bytes at a time, each block
+        checksummed while it is still in the CPU cache (a second pass over a multi-MB
+        range would read it from memory again: measured 0.09 against 0.04 ms per MB).
+        """
+        offset = int(piece[0])
         view = memoryview(buffer.reshape(-1).view(np.uint8))
-        done = 0
+        block = CHECK_BLOCK if self._checksums else view.nbytes
+        done = crc = 0
         with self._open(file_id) as fd:
             while done < view.nbytes:
-                n = os.preadv(fd, [view[done:]], offset + done)
+                n = os.preadv(fd, [view[done : done + block]], offset + done)
                 if n == 0:
                     name = self._sources[file_id].name
-                    raise SourceRefused(f"{name} ended early (truncated since conversion?)")
+                    raise SourceChanged(f"source {name} ended early (truncated since conversion)")
+                if self._checksums:
+                    crc = crc32c(view[done : done + n], crc)
                 done += n
+        if self._checksums and crc != int(piece[3]):
+            where = (
+                f"source {self._sources[file_id].name}: dataset {ref.dataset}, bytes "
+                f"{offset}..{offset + view.nbytes}"
+            )
+            raise changed(where, crc, int(piece[3]))
 
     def _read_contiguous(self, file_id, name, ref, piece, target: np.ndarray) -> None:
         source = self._sources[file_id]
@@ -221,7 +250,7 @@ class SpanReader:
         source_dtype = np.dtype(ref.dtype)
         if source_dtype.itemsize != target.dtype.itemsize:
             raise SourceRefused(f"feature {name!r}: dtype {ref.dtype} does not match the manifest")
-        self._pread_into(file_id, offset, target)
+        self._pread_into(file_id, ref, piece, target)
         if not source_dtype.isnative and source_dtype.itemsize > 1:
             target.byteswap(inplace=True)
 
@@ -235,8 +264,8 @@ class SpanReader:
             spans = [self._check(source, name, ref, p) for p in pieces]
             buffer = np.empty(sum(s for _, s in spans), np.uint8)
             at = 0
-            for offset, size in spans:
-                self._pread_into(file_id, offset, buffer[at : at + size])
+            for piece, (_offset, size) in zip(pieces, spans):
+                self._pread_into(file_id, ref, piece, buffer[at : at + size])
                 at += size
         else:
             chunk_bytes = ref.chunk_rows * row_bytes
@@ -244,7 +273,7 @@ class SpanReader:
             for j, piece in enumerate(pieces):
                 offset, size = self._check(source, name, ref, piece)
                 raw = self._scratch(size)
-                self._pread_into(file_id, offset, raw)
+                self._pread_into(file_id, ref, piece, raw)
                 where = f"chunk at byte {offset} of {ref.dataset} in {source.name}"
                 chunk = buffer[j * chunk_bytes : (j + 1) * chunk_bytes]
                 undo_filters(raw, ref, int(piece[2]), where, chunk)

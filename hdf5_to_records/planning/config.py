@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..format.naming import check_name
 from .sharding import parse_size
 from .stage_options import (
+    Checksums,
     Compression,
     FeatureSpec,
     Mode,
@@ -52,6 +53,7 @@ class ConvertConfig:
     name: str | None = None
     compression: Compression = "none"
     mode: Mode = "copy"
+    checksums: Checksums = "crc32c"
     rows_per_record: int | None = None
     workers: int = field(default_factory=lambda: default_workers())
     overwrite: bool = False
@@ -88,6 +90,8 @@ class ConvertConfig:
             raise UsageError(f"--compression must be none or gzip, got {self.compression!r}")
         if self.mode not in ("copy", "index", "auto"):
             raise UsageError(f"--mode must be copy, index or auto, got {self.mode!r}")
+        if self.checksums not in ("crc32c", "none"):
+            raise UsageError(f"--checksums must be crc32c or none, got {self.checksums!r}")
         if self.overwrite and self.resume:
             raise UsageError("--overwrite and --resume are mutually exclusive")
         if self.groups is not None and not self.groups.startswith("/"):
@@ -122,6 +126,7 @@ class ConvertConfig:
             self.rows_per_record,
             self.compression,
             self.transform,
+            self.checksums,
         )
 
     @property
@@ -250,7 +255,7 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
             if not isinstance(value, bool):
                 raise UsageError(f"config key {bool_key!r}: expected true or false")
             kwargs[bool_key] = value
-    for str_key in ("groups", "transform", "name", "compression", "mode"):
+    for str_key in ("groups", "transform", "name", "compression", "mode", "checksums"):
         if str_key in merged:
             kwargs[str_key] = str(merged.pop(str_key))
     if merged:

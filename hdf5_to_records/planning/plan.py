@@ -265,6 +265,12 @@ def _plan_digest(
             "compression": options.compression,
             "transform": _transform_fingerprint(options.transform),
             "tool_version": __version__,
+            # Index mode: whether the byte ranges carry their CRC32C (format 3).
+            **(
+                {"checksums": options.checksums}
+                if any(f.storage == "reference" for f in features)
+                else {}
+            ),
         },
         sort_keys=True,
     )

@@ -16,6 +16,7 @@ from ..format.naming import check_name
 
 Compression = Literal["none", "gzip"]
 Mode = Literal["copy", "index", "auto"]
+Checksums = Literal["crc32c", "none"]  # index mode: what each referenced byte range carries
 _FEATURE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -80,6 +81,7 @@ class PlanOptions:
     rows_per_record: int | None
     compression: Compression
     transform: str | None  # module:function; its source is part of the plan's fingerprint
+    checksums: Checksums = "crc32c"  # index mode: CRC32C of every referenced byte range
 
 
 @dataclass(frozen=True)

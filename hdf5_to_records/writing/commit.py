@@ -42,7 +42,11 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         name=plan.name,
         mode=plan.sources.mode,
         compression=plan.compression,
-        records=RecordLayout(plan.rows_per_record, references=bool(referenced)),
+        records=RecordLayout(
+            plan.rows_per_record,
+            references=bool(referenced),
+            checksums=config.checksums if referenced else "none",
+        ),
         features=tuple(_feature_entry(feature, plan, by_name) for feature in plan.features),
         splits={split: _split_entry(plan, split, by_name) for split in plan.split_names},
         sources=tuple(_source_entry(config, f, referenced) for f in plan.sources.files),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import functools
 import itertools
 import os
 import secrets
@@ -22,6 +23,7 @@ from ..errors import Hdf5ToRecordsError, OutputError
 from ..format.naming import temp_name
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from ..format.reference import Reference
+from ..index.checksums import RangeChecksums
 from ..index.references import encode_refs, read_bytes
 from ..planning.limits import DEFAULT_LIMITS, Limits
 from ..planning.plan import ShardSpec
@@ -53,6 +55,9 @@ class Job:
     transform: str | None = None
     # Index modes: per source file, the Reference of each referenced feature.
     refs: tuple[dict[str, Reference], ...] = ()
+    # Index mode with checksums: the source files as converted (never a staged copy),
+    # whose referenced byte ranges each get their CRC32C.
+    checksum_paths: tuple[str, ...] = ()
     record_target: int = 0
     limits: Limits = DEFAULT_LIMITS
 
@@ -102,10 +107,12 @@ def write_shard(
     temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
     observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
     try:
-        with fs.open_write(temp) as raw:
+        with fs.open_write(temp) as raw, RangeChecksums(job.checksum_paths) as checksums:
             sink = BackgroundSink(raw, compress=job.compression == "gzip")
             try:
-                records = _write_records(job, spec, reader, sink, observed, progress, transform)
+                records = _write_records(
+                    job, spec, (reader, checksums), sink, observed, progress, transform
+                )
                 size, sha256 = sink.close()
             except BaseException:
                 sink.abandon()
@@ -129,10 +136,12 @@ def write_shard(
     )
 
 
-def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observed, progress,
+def _write_records(job: Job, spec: ShardSpec, readers, sink, observed, progress,
                    transform) -> int:  # fmt: skip
     """Read the shard's rows window by window, encode them into records and hand the
-    pieces to ``sink``; returns the record count. ``observed`` collects ragged shapes."""
+    pieces to ``sink``; returns the record count. ``observed`` collects ragged shapes.
+    ``readers``: the shard reader, and the checksums of referenced byte ranges."""
+    reader = readers[0]
     referenced, copied = job.referenced, job.copied
     if referenced:
         sizes = _record_sizes(job, spec)
@@ -144,7 +153,7 @@ def _write_records(job: Job, spec: ShardSpec, reader: ShardReader, sink, observe
     def write_blocks(blocks) -> None:
         nonlocal records, position
         for block, count in blocks:
-            extra = _reference_lists(job, spec, position, count, reader) if referenced else None
+            extra = _reference_lists(job, spec, position, count, readers) if referenced else None
             position += count
             pieces = encode_block(block, count, copied, extra, job.limits.max_record_bytes)
             prefix, suffix = record_framing(pieces)
@@ -202,16 +211,21 @@ def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
 
 
 def _reference_lists(
-    job: Job, spec: ShardSpec, start: int, n: int, reader: ShardReader
+    job: Job, spec: ShardSpec, start: int, n: int, readers
 ) -> dict[str, list[int]]:
-    """The reference entries of the record holding examples ``[start, start + n)``."""
+    """The reference entries of the record holding examples ``[start, start + n)``
+    (each byte range with its CRC32C when the job records checksums)."""
+    reader, checksums = readers
     file_id = int(spec.file_ids[start])
     rows = spec.rows[start : start + n]
     entries = {FILE_KEY: [file_id]}
+    add = None
+    if job.checksum_paths:
+        add = functools.partial(checksums.with_checksums, file_id)
     for feature in job.referenced:
         ref = job.refs[file_id][feature.name]
         table = reader.chunk_table(file_id, ref) if ref.layout == "chunked" else None
-        pieces, take = encode_refs(ref, rows, table, job.limits.gap_bytes)
+        pieces, take = encode_refs(ref, rows, table, job.limits.gap_bytes, add)
         entries[feature.name + REF_SUFFIX] = pieces
         entries[feature.name + TAKE_SUFFIX] = take
     return entries

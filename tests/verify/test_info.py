@@ -61,8 +61,11 @@ def test_info_of_a_copy_dataset(built):
 def test_info_of_an_index_dataset(built):
     directory = str(built / "index")
     lines = info_lines(directory)
-    assert lines[0].endswith("format v2, written by hdf5-to-records " + __version__)
-    assert lines[1].startswith("storage index (references into the HDF5 sources), compression none")
+    assert lines[0].endswith("format v3, written by hdf5-to-records " + __version__)
+    assert lines[1].startswith(
+        "storage index (references into the HDF5 sources, each byte range with its CRC32C, "
+        "checked on every read), compression none"
+    )
     assert lines[lines.index("features:") + 1 : lines.index("sources (1):")] == [
         "x float32 (3) referenced from /x (<f4)",  # the order of --feature
         "y int64 () referenced from /y (<i8)",
