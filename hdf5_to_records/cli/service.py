@@ -10,6 +10,7 @@ import click
 from .app import Interrupted, debug_option, main, reported_errors, sigterm_as_interrupt
 
 SERVER_STOP_TIMEOUT_S = 5.0
+SIGNAL_POLL_S = 0.2  # how soon a signal delivered to another thread is acted on
 
 
 @main.group("data-service")
@@ -59,12 +60,16 @@ def worker(dispatcher_address: str, port: int, worker_address: str | None, debug
 def _serve(server, ready: str) -> None:
     """Say ``ready``, block until Ctrl-C or SIGTERM (``join()`` would not see either),
     then stop. The SIGTERM handler is in place before ``ready`` is printed, so whoever
-    waits for that line may stop the server at once."""
+    waits for that line may stop the server at once.
+
+    The wait is short sleeps: a signal that the kernel delivers to one of gRPC's threads
+    does not interrupt the main thread's sleep, and Python runs its handler only when
+    the main thread wakes (a one-hour sleep once left a SIGTERMed dispatcher running)."""
     try:
         with sigterm_as_interrupt():
             click.echo(ready, err=True)
             while True:
-                time.sleep(3600)
+                time.sleep(SIGNAL_POLL_S)
     except KeyboardInterrupt as exc:
         # A worker whose dispatcher is already gone can block in stop(): give it a
         # few seconds, then exit anyway (the process holds nothing else).
