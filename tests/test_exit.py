@@ -142,3 +142,35 @@ def test_the_exit_gate_waits_for_reads_in_flight_then_refuses_new_ones():
         with gate.call():
             pass
     worker.join()
+
+
+ENDED_SCRIPT = r"""
+import atexit, gc, sys
+
+def check():  # registered first, so it runs after reader's own exit hook
+    from tensorflow.python.data.ops import iterator_ops
+    live = [o for o in gc.get_objects() if isinstance(o, iterator_ops.OwnedIterator)
+            and hasattr(o, "_iterator_resource")]
+    print("LIVE", len(live), flush=True)
+
+atexit.register(check)
+import reader
+it = iter(reader.load(sys.argv[1], batch_size=16))
+for _ in range(3):
+    next(it)
+print("READ", flush=True)
+"""
+
+
+def test_no_iterator_is_left_running_when_python_begins_its_teardown(datasets):
+    """Waiting for the reads to go quiet is not enough: a tf.data thread descheduled
+    past the quiet period still enters a read after the hook, and hangs the exit (about
+    one run in sixty on two busy cores). The hook destroys the iterators instead."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ENDED_SCRIPT, datasets["index"]],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "READ\nLIVE 0\n" in proc.stdout, proc.stdout + proc.stderr[-3000:]
