@@ -13,6 +13,7 @@ import numpy as np
 
 from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.format.dataset_spec import DatasetSpec, FeatureInfo
+from hdf5_to_records.format.record_keys import INDICES_SUFFIX
 from hdf5_to_records.index.spans import SpanReader
 
 from . import shutdown
@@ -53,8 +54,10 @@ def make_decoder(
             parse_spec[feature.name] = tf.io.VarLenFeature(tf.string)
         else:
             parse_spec[feature.name] = tf.io.FixedLenFeature([], tf.string)
-        if feature.ragged:
+        if feature.ragged or feature.sparse:
             parse_spec[feature.name + spec.shape_suffix] = tf.io.VarLenFeature(tf.int64)
+        if feature.sparse:
+            parse_spec[feature.name + INDICES_SUFFIX] = tf.io.FixedLenFeature([], tf.string)
     k = spec.rows_per_record
 
     def decode(serialized):
@@ -65,7 +68,10 @@ def make_decoder(
             if feature.storage == "reference":
                 continue
             value = parsed[feature.name]
-            if feature.ragged and not feature.variable:
+            if feature.sparse:
+                counts_of = parsed[feature.name + spec.shape_suffix].values
+                out.update(_decode_sparse(feature, value, counts_of, parsed))
+            elif feature.ragged and not feature.variable:
                 # Per-example shapes were stored (groups, transforms) but never varied.
                 flat = _flat_values(feature, value)
                 out[feature.name] = tf.reshape(flat, [-1, *feature.shape])
@@ -163,6 +169,46 @@ def _flat_values(feature: FeatureInfo, value):
     if feature.encoding == "bytes":
         return value.values
     return _decode_raw(tf.strings.reduce_join(value), feature.dtype)
+
+
+def _decode_sparse(feature: FeatureInfo, value, counts, parsed) -> dict:
+    """A sparse feature's values and column indices, as RaggedTensors [N, None]; the
+    pipeline turns them into a ``tf.SparseTensor`` once batched (:func:`sparse_rows`)."""
+    values = _decode_raw(tf.strings.reduce_join(value), feature.dtype)
+    indices = tf.io.decode_raw(
+        tf.strings.reduce_join(parsed[feature.name + INDICES_SUFFIX]), tf.int64, little_endian=True
+    )
+    return {
+        feature.name: tf.RaggedTensor.from_row_lengths(values, counts),
+        feature.name + INDICES_SUFFIX: tf.RaggedTensor.from_row_lengths(indices, counts),
+    }
+
+
+def sparse_rows(features: tuple[FeatureInfo, ...], *, dense: bool, batched: bool) -> Callable:
+    """A map function: each sparse feature's (values, indices) -> ``tf.SparseTensor`` of
+    dense shape ``[batch, columns]`` (``[columns]`` unbatched), or dense rows."""
+    sparse = [f for f in features if f.sparse]
+
+    def convert(example: dict) -> dict:
+        example = dict(example)
+        for feature in sparse:
+            values = example[feature.name]
+            indices = example.pop(feature.name + INDICES_SUFFIX)
+            columns = tf.constant(feature.shape[0], tf.int64)
+            if batched:
+                coords = tf.stack([indices.value_rowids(), indices.flat_values], axis=1)
+                shape = tf.stack([indices.nrows(), columns])
+                matrix = tf.SparseTensor(coords, values.flat_values, shape)
+            else:
+                matrix = tf.SparseTensor(indices[:, None], values, columns[None])
+            if feature.dtype == "bool":
+                matrix = tf.SparseTensor(
+                    matrix.indices, tf.cast(matrix.values, tf.bool), matrix.dense_shape
+                )
+            example[feature.name] = tf.sparse.to_dense(matrix) if dense else matrix
+        return example
+
+    return convert
 
 
 def _decode_ragged(feature: FeatureInfo, value, dims):

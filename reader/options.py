@@ -53,6 +53,7 @@ class ReadOptions:
     autotune: bool = False
     allowed_roots: Sequence[str] | None = None
     max_open_files: int = MAX_OPEN_FILES  # index mode: source files kept open at once
+    sparse: str = "sparse"  # sparse features: "sparse" (tf.SparseTensor) or "dense" rows
     service: str | None = None
     processing_mode: Any = None
     job_name: str | None = None
@@ -131,6 +132,8 @@ def _check_local(o: ReadOptions) -> None:
         raise UsageError(f"max_open_files must be a number >= 1, got {o.max_open_files!r}")
     if o.max_open_files < 1:
         raise UsageError(f"max_open_files must be >= 1, got {o.max_open_files}")
+    if o.sparse not in ("sparse", "dense"):
+        raise UsageError(f"sparse must be 'sparse' or 'dense', got {o.sparse!r}")
     if o.repeat is not None and not isinstance(o.repeat, bool):
         if not isinstance(o.repeat, int) or o.repeat < 1:
             raise UsageError(f"repeat must be a number of epochs >= 1 or True, got {o.repeat!r}")

@@ -21,7 +21,7 @@ from hdf5_to_records.format.dtypes import from_stored
 from hdf5_to_records.index.source_trust import span_reader
 from hdf5_to_records.index.spans import SpanReader
 
-from .decode import make_decoder
+from .decode import make_decoder, sparse_rows
 from .files import check_shards, worker_shards
 from .options import ReadOptions
 from .records import shard_records
@@ -96,7 +96,7 @@ class _Source:
 
     @property
     def ragged(self) -> bool:
-        return any(f.variable for f in self.chosen)
+        return any(f.variable or f.sparse for f in self.chosen)
 
 
 def _open(path: str, split: str, o: ReadOptions) -> _Source:
@@ -206,6 +206,10 @@ def _batched(source: _Source, o: ReadOptions, examples):
         )
     else:
         ds = examples.rebatch(o.batch_size, drop_remainder=o.drop_remainder)
+    if any(f.sparse for f in source.chosen):
+        ds = ds.map(
+            sparse_rows(source.chosen, dense=o.sparse == "dense", batched=o.batch_size is not None)
+        )
     if o.supervised is not None:
         x_names, y_names = o.supervised
         ds = ds.map(lambda e: (_pick(e, x_names), _pick(e, y_names)))

@@ -133,6 +133,7 @@ def test_format_2_index_dataset_with_a_touched_source_is_refused(index_v2):
 def test_newer_format_is_refused_with_a_hint(tmp_path):
     shutil.copytree(INDEX_V2 / "out", tmp_path / "out")
     path = tmp_path / "out" / "manifest.json"
-    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 4'))
-    with pytest.raises(ManifestError, match=r"format version 4; this tool reads versions 1, 2, 3"):
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 5'))
+    refused = r"format version 5; this tool reads versions 1, 2, 3, 4"
+    with pytest.raises(ManifestError, match=refused):
         load_manifest(str(tmp_path / "out"))

@@ -66,12 +66,13 @@ def test_describe_file_lists_every_object(sample):
         "  flag  bool  (2,)  contiguous  index: yes",
         "  packed  big-endian int16  (10, 3)  chunked  chunks (5, 3)  "
         "filters shuffle+gzip+fletcher32  index: yes",
-        "  pair  compound[('x', '<i4'), ('y', '<f8')]  (3,)  contiguous  NOT CONVERTIBLE: "
-        "compound dtype [('x', '<i4'), ('y', '<f8')] is not supported; select its fields as "
-        "separate datasets or use --transform",
+        "  pair  compound[('x', '<i4'), ('y', '<f8')]  (3,)  contiguous  "
+        "2 fields, each a feature (NAME=path[field]):",
+        "    [x]  int32  index: yes",
+        "    [y]  float64  index: yes",
         "  plain  float32  (4,)  contiguous  index: yes",
-        "  ragged  vlen(int32)  (2,)  contiguous  NOT CONVERTIBLE: variable-length int32 "
-        "arrays are not supported; use --groups with one dataset per example instead",
+        "  ragged  vlen(int32)  (2,)  contiguous  ragged rows  index: no (variable-length "
+        "values live in the HDF5 heap, not in the rows)",
         "  refs  object reference  (1,)  contiguous  NOT CONVERTIBLE: object/region "
         "references are not supported",
         "  scenes/  group, 2 member(s)",

@@ -150,8 +150,7 @@ def odd_file(tmp_path):
     with h5py.File(path, "w") as h5:
         h5["good"] = np.arange(3)
         h5["compound"] = np.zeros(3, dtype=[("x", "<i4"), ("y", "<f8")])
-        vlen = h5.create_dataset("vlen", (3,), dtype=h5py.vlen_dtype("i4"))
-        vlen[0], vlen[1], vlen[2] = [1, 2], [3], []
+        h5.create_dataset("vlen2d", (3, 2), dtype=h5py.vlen_dtype("i4"))
         refs = h5.create_dataset("refs", (3,), dtype=h5py.ref_dtype)
         refs[0] = h5["good"].ref
         h5.create_dataset("regions", (3,), dtype=h5py.regionref_dtype)
@@ -166,8 +165,13 @@ def odd_file(tmp_path):
 @pytest.mark.parametrize(
     "dataset, error, message",
     [
-        ("/compound", UnsupportedDtype, "dataset /compound in odd.h5: compound dtype"),
-        ("/vlen", UnsupportedDtype, "dataset /vlen in odd.h5: variable-length int32"),
+        ("/compound[z]", SchemaError, "dataset /compound in odd.h5: no field 'z'; it has x, y"),
+        ("/good[x]", SchemaError, "dataset /good in odd.h5: [x] selects a field, but the dataset"),
+        (
+            "/vlen2d",
+            UnsupportedDtype,
+            "dataset /vlen2d in odd.h5: variable-length int32 arrays are supported in 1-D",
+        ),
         ("/refs", UnsupportedDtype, "dataset /refs in odd.h5: object/region references"),
         ("/regions", UnsupportedDtype, "dataset /regions in odd.h5: object/region references"),
         ("/triples", UnsupportedDtype, "dataset /triples in odd.h5: dtype ('<i4', (3,))"),
@@ -246,8 +250,8 @@ def test_files_that_are_not_hdf5_are_refused(tmp_path, write_h5, convert_h5):
 
 def test_refusals_leave_no_manifest(odd_file, tmp_path, convert_h5):
     out = tmp_path / "out"
-    with pytest.raises(UnsupportedDtype, match="dataset /compound in odd.h5: compound dtype"):
-        convert_h5(odd_file, features={"x": "/compound"}, output=out)
+    with pytest.raises(UnsupportedDtype, match="dataset /refs in odd.h5: object/region"):
+        convert_h5(odd_file, features={"x": "/refs"}, output=out)
     assert not (out / "manifest.json").exists()
     good = convert_h5(odd_file, features={"x": "/good"})
     assert load_manifest(good)["splits"]["train"]["num_examples"] == 3

@@ -57,6 +57,8 @@ def describe(directory: str) -> list[str]:
         shape = "(" + ", ".join("?" if d is None else str(d) for d in feature.shape) + ")"
         how = "referenced" if feature.storage == "reference" else "copied"
         extra = "  enum " + ",".join(feature.enum) if feature.enum else ""
+        if feature.sparse:
+            extra += f"  sparse CSR rows, dense shape {shape}"
         lines.append(
             f"  {feature.name:<16} {feature.dtype:<10} {shape:<16} {how:<10} "
             f"from {feature.source} ({feature.source_dtype}){extra}"

@@ -17,6 +17,7 @@ from ..errors import Hdf5ToRecordsError, SourceChanged
 from ..format.dtypes import from_stored
 from ..format.manifest import Manifest
 from ..format.proto import FrameReader, FramingError, parse_example
+from ..format.record_keys import INDICES_SUFFIX
 from .verify_report import Problem, Report
 
 READ_BLOCK = 16 << 20  # bytes read at a time
@@ -167,6 +168,9 @@ class ShardCheck:
         ]
         try:
             decoded = {f.name: _decode(example, f, n, self.spec, self.spans) for f in features}
+            for f in features:
+                if f.sparse:
+                    decoded[f.name + INDICES_SUFFIX] = _sparse_indices(example, f, decoded[f.name])
         except SourceChanged as exc:
             self.problem(str(exc), index)
             return n
@@ -191,12 +195,13 @@ class ShardCheck:
         if expected is None:
             return
         self.report.compared += 1
-        for feature in self.spec.features:
-            got, want = decoded[feature.name], expected.get(feature.name)
+        keys = [f.name for f in self.spec.features]
+        keys += [f.name + INDICES_SUFFIX for f in self.spec.features if f.sparse]
+        for key in keys:
+            got, want = decoded[key], expected.get(key)
             if want is None or len(got) != len(want):
                 self.problem(
-                    f"feature {feature.name!r}: {len(got)} examples, source has {len(want or [])}",
-                    index,
+                    f"feature {key!r}: {len(got)} examples, source has {len(want or [])}", index
                 )
                 continue
             for i, (g, w) in enumerate(zip(got, want)):
@@ -207,8 +212,7 @@ class ShardCheck:
                     g, w, equal_nan=w.dtype.kind in "fc"
                 ):
                     self.problem(
-                        f"feature {feature.name!r}, example {position + i}: values differ "
-                        "from the source",
+                        f"feature {key!r}, example {position + i}: values differ from the source",
                         index,
                     )
                     break
@@ -231,15 +235,19 @@ def _decode(example: dict, feature, n: int, spec, spans) -> list:
     kind, values = example.get(name, (None, None))
     if kind != "bytes":
         raise ValueError(f"feature {name!r} is missing or not a bytes list")
-    if feature.ragged:
+    if feature.ragged or feature.sparse:
         dims_kind, dims = example.get(name + spec.shape_suffix, (None, []))
-        ndim = len(feature.shape)
+        ndim = 1 if feature.sparse else len(feature.shape)
         if dims_kind != "int64" or len(dims) != n * ndim:
             raise ValueError(f"feature {name!r}: {len(dims)} shape values for {n} examples")
         shapes = [tuple(dims[i * ndim : (i + 1) * ndim]) for i in range(n)]
     else:
         shapes = [tuple(feature.shape)] * n
     for shape in shapes:
+        if feature.sparse and not 0 <= shape[0] <= feature.shape[0]:
+            raise ValueError(f"feature {name!r}: {shape[0]} values in a row of {feature.shape}")
+        if feature.sparse:
+            continue
         if any(d < 0 or (f is not None and d != f) for d, f in zip(shape, feature.shape)):
             raise ValueError(f"feature {name!r}: example shape {shape}, manifest {feature.shape}")
     counts = [int(np.prod(s, dtype=np.int64)) for s in shapes]
@@ -262,6 +270,26 @@ def _decode(example: dict, feature, n: int, spec, spans) -> list:
     for shape, count in zip(shapes, counts):
         out.append(flat[at : at + count].reshape(shape))
         at += count
+    return out
+
+
+def _sparse_indices(example: dict, feature, values: list) -> list:
+    """A sparse feature's column indices, one array per example, checked: as many as its
+    values, inside the matrix, increasing within each row."""
+    kind, payload = example.get(feature.name + INDICES_SUFFIX, (None, None))
+    if kind != "bytes" or len(payload) != 1:
+        raise ValueError(f"feature {feature.name!r}: column indices missing")
+    flat = np.frombuffer(payload[0], "<i8")
+    counts = [len(v) for v in values]
+    if flat.size != sum(counts):
+        raise ValueError(f"feature {feature.name!r}: {flat.size} indices for {sum(counts)} values")
+    out, at = [], 0
+    for count in counts:
+        row = flat[at : at + count]
+        at += count
+        if row.size and (row[0] < 0 or row[-1] >= feature.shape[0] or (np.diff(row) <= 0).any()):
+            raise ValueError(f"feature {feature.name!r}: column indices not increasing in range")
+        out.append(row)
     return out
 
 

@@ -29,6 +29,14 @@ from .app import debug_option, main, reported_errors, sigterm_as_interrupt
     "dataset sharing the common axis-0 length.",
 )
 @click.option(
+    "--sparse-shape",
+    "sparse_shape",
+    multiple=True,
+    metavar="NAME=ROWS,COLS",
+    help="Shape of feature NAME's CSR matrix group (data/indices/indptr) when it has no "
+    "shape attribute (repeatable).",
+)
+@click.option(
     "--rows",
     metavar="SPEC",
     help="Rows per file: slices (100:5000, ::10, comma lists), @rows.npy, "

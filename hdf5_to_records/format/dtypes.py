@@ -64,8 +64,8 @@ def stored_type(dtype: np.dtype, *, where: str) -> StoredType:
         return StoredType("bool", "raw", np.dtype("u1"))
     if h5py.check_vlen_dtype(dtype) is not None:
         raise UnsupportedDtype(
-            f"{where}: variable-length {h5py.check_vlen_dtype(dtype)} arrays are not "
-            "supported; use --groups with one dataset per example instead"
+            f"{where}: variable-length {h5py.check_vlen_dtype(dtype)} arrays are supported "
+            "as the rows of 1-D datasets only (one dataset per example in --groups)"
         )
     if h5py.check_ref_dtype(dtype) is not None:
         raise UnsupportedDtype(f"{where}: object/region references are not supported")

@@ -24,7 +24,10 @@ FORMAT_VERSION = 1
 # Version 2 added referenced features (index mode); 3 the CRC32C of every referenced
 # byte range (records.checksums). Copy-only datasets stay version 1; 2 is still read.
 INDEX_FORMAT_VERSION = 3
-READABLE_VERSIONS = (FORMAT_VERSION, 2, INDEX_FORMAT_VERSION)
+# Version 4 added references into fields of compound datasets (a reference's
+# element_bytes) and sparse (CSR) features; only datasets that hold them are version 4.
+CONVENTIONS_FORMAT_VERSION = 4
+READABLE_VERSIONS = (FORMAT_VERSION, 2, INDEX_FORMAT_VERSION, CONVENTIONS_FORMAT_VERSION)
 MANIFEST_NAME = "manifest.json"
 SOURCE_ROOTS_KEY = "source_roots"  # index mode: directories the sources may lie under
 _TOTALS = ("num_examples", "num_records", "num_bytes")
@@ -224,7 +227,7 @@ def read_manifest(directory: str) -> dict[str, Any]:
         raise ManifestError(f"{path} is not an hdf5-to-records manifest")
     version = data.get("format_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        newer = isinstance(version, int) and version > INDEX_FORMAT_VERSION
+        newer = isinstance(version, int) and version > max(READABLE_VERSIONS)
         raise ManifestError(
             f"{path} has format version {version}; this tool reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}"

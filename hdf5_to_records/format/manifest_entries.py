@@ -93,6 +93,7 @@ class FeatureEntry:
     source_dtype: str = ""  # NumPy's name, with byte order
     storage: str = "copy"
     enum: dict[str, int] | None = None
+    sparse: bool = False  # a CSR matrix's rows: ``shape`` is the dense row shape
 
     @property
     def variable(self) -> bool:
@@ -109,6 +110,8 @@ class FeatureEntry:
             "source_dtype": self.source_dtype,
             "storage": self.storage,
         }
+        if self.sparse:
+            out["sparse"] = True
         return out if self.enum is None else {**out, "enum": dict(self.enum)}
 
     @classmethod
@@ -128,9 +131,16 @@ class FeatureEntry:
             check.text(data.get("source_dtype", ""), f"{where}.source_dtype"),
             storage,
             _enum(data.get("enum"), f"{where}.enum"),
+            check.flag(data.get("sparse", False), f"{where}.sparse"),
         )
-        if storage == "reference" and (feature.encoding != "raw" or feature.ragged):
+        if storage == "reference" and (
+            feature.encoding != "raw" or feature.ragged or feature.sparse
+        ):
             raise ManifestError(f"feature {name!r} cannot be referenced")
+        if feature.sparse and (
+            len(feature.shape) != 1 or feature.variable or feature.encoding != "raw"
+        ):
+            raise ManifestError(f"sparse feature {name!r} needs a numeric shape [columns]")
         return feature
 
 

@@ -20,6 +20,11 @@ class Reference:
 
     ``dtype`` is the source dtype with its byte order (``>f4``); ``filters`` is the
     HDF5 filter pipeline in write order (the reader undoes it in reverse).
+
+    A field of a compound dataset (format 4) has ``element_bytes``: the size of one of
+    the dataset's records, which the reader reads whole; the field's values start
+    ``field_offset`` bytes into each record and have the trailing ``field_shape`` of
+    ``row_shape`` (a sub-array field). Plain datasets have ``element_bytes == 0``.
     """
 
     dataset: str
@@ -30,15 +35,31 @@ class Reference:
     offset: int = 0  # contiguous: first byte of row 0
     chunk_rows: int = 0  # chunked: rows per chunk
     filters: tuple[str, ...] = ()
+    element_bytes: int = 0
+    field_offset: int = 0
+    field_shape: tuple[int, ...] = ()
 
     @property
     def row_bytes(self) -> int:
-        return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        """Bytes of one row as stored (a field's: its row's whole records)."""
+        if not self.element_bytes:
+            return int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        outer = self.row_shape[: len(self.row_shape) - len(self.field_shape)]
+        return int(np.prod(outer, dtype=np.int64)) * self.element_bytes
+
+    @property
+    def element_size(self) -> int:
+        """Bytes of one stored element: what HDF5's shuffle filter interleaves."""
+        return self.element_bytes or np.dtype(self.dtype).itemsize
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["row_shape"] = list(self.row_shape)
         out["filters"] = list(self.filters)
+        out["field_shape"] = list(self.field_shape)
+        if not self.element_bytes:  # plain datasets keep format 3's entry
+            for key in ("element_bytes", "field_offset", "field_shape"):
+                del out[key]
         return out
 
     @classmethod
@@ -53,6 +74,9 @@ class Reference:
             int(data.get("offset", 0)),
             int(data.get("chunk_rows", 0)),
             tuple(str(f) for f in data.get("filters", ())),
+            int(data.get("element_bytes", 0)),
+            int(data.get("field_offset", 0)),
+            tuple(int(d) for d in data.get("field_shape", ())),
         )
         if ref.layout not in ("contiguous", "chunked"):
             raise ValueError(f"unknown layout {ref.layout!r}")
@@ -67,4 +91,15 @@ class Reference:
             raise ValueError(f"filters {list(ref.filters)} cannot be decoded")
         if np.dtype(ref.dtype).kind not in "biufc":
             raise ValueError(f"dtype {ref.dtype} cannot be referenced")
+        if ref.element_bytes:
+            field_bytes = (
+                int(np.prod(ref.field_shape, dtype=np.int64)) * np.dtype(ref.dtype).itemsize
+            )
+            shape_ok = ref.row_shape[len(ref.row_shape) - len(ref.field_shape) :] == ref.field_shape
+            if (
+                not shape_ok
+                or ref.field_offset < 0
+                or ref.field_offset + field_bytes > ref.element_bytes
+            ):
+                raise ValueError("the field does not lie inside its records")
         return ref

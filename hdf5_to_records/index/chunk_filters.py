@@ -50,7 +50,7 @@ def undo_filters(raw: np.ndarray, ref: Reference, mask: int, where: str, out: np
             sizes.append(None)
         else:
             sizes.append(previous + 4 if name == "fletcher32" else previous)
-    itemsize = np.dtype(ref.dtype).itemsize
+    itemsize = ref.element_size
     data = raw
     for step in reversed(range(len(applied))):
         name, size = applied[step], sizes[step]

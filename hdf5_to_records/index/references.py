@@ -11,6 +11,7 @@ record's rows into the reference lists stored in the record.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Literal
@@ -21,6 +22,8 @@ import numpy as np
 from ..errors import Hdf5ToRecordsError, SchemaError
 from ..format.dtypes import stored_type
 from ..format.reference import Reference
+from ..planning.columns import FieldColumn
+from ..planning.group_columns import SparseMatrix
 from ..planning.limits import GAP_BYTES
 from ..planning.sources import filter_names
 
@@ -29,20 +32,45 @@ _DECODABLE_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32"}  # HDF5 filter ids
 Storage = Literal["copy", "reference"]
 
 
-def probe(ds: h5py.Dataset, source: str) -> Reference | str:
+def probe(ds: h5py.Dataset | FieldColumn, source: str) -> Reference | str:
     """How ``ds`` (opened from file ``source``) can be referenced, or a short reason why
-    it cannot.
+    it cannot. A :class:`FieldColumn` is referenced through its table's records: the
+    reader reads whole records and takes the field from them.
 
     Reads metadata only: the layout, filters and the number of allocated chunks.
     """
-    if not _same_file(ds.file.filename, source):
-        return f"external link into {os.path.basename(ds.file.filename)}"
+    if isinstance(ds, SparseMatrix):
+        return "the rows of a sparse matrix vary in length (they are stored by value)"
+    if h5py.check_vlen_dtype(ds.dtype) not in (None, str, bytes):
+        return "variable-length values live in the HDF5 heap, not in the rows"
     try:
         stored = stored_type(ds.dtype, where=ds.name)
     except Hdf5ToRecordsError as exc:
         return str(exc)
     if stored.encoding != "raw":
         return "strings are stored by value"
+    if not isinstance(ds, FieldColumn):
+        return _probe_layout(ds, source, ds.dtype.str, tuple(int(d) for d in ds.shape[1:]))
+    ref = _probe_layout(ds.dataset, source, ds.dtype.str, tuple(int(d) for d in ds.shape[1:]))
+    if isinstance(ref, str):
+        return ref
+    file_type = ds.dataset.id.get_type()
+    if file_type.get_size() != ds.dataset.dtype.itemsize:
+        return "its records are laid out differently in the file than in memory"
+    return dataclasses.replace(
+        ref,
+        element_bytes=int(ds.dataset.dtype.itemsize),
+        field_offset=int(ds.offset),
+        field_shape=tuple(int(d) for d in ds.subshape),
+    )
+
+
+def _probe_layout(
+    ds: h5py.Dataset, source: str, dtype: str, shape: tuple[int, ...]
+) -> Reference | str:
+    """The reference to the rows of ``ds`` stored as ``dtype`` rows of ``shape``."""
+    if not _same_file(ds.file.filename, source):
+        return f"external link into {os.path.basename(ds.file.filename)}"
     if ds.ndim == 0:
         return "scalar dataset"
     if ds.is_virtual:
@@ -51,7 +79,6 @@ def probe(ds: h5py.Dataset, source: str) -> Reference | str:
     if plist.get_external_count():
         return "external raw storage"
     kind = plist.get_layout()
-    dtype, shape = ds.dtype.str, tuple(int(d) for d in ds.shape[1:])
     if kind == h5py.h5d.CONTIGUOUS:
         offset = ds.id.get_offset()
         if offset is None:
@@ -59,8 +86,8 @@ def probe(ds: h5py.Dataset, source: str) -> Reference | str:
         return Reference(ds.name, "contiguous", dtype, shape, int(ds.shape[0]), int(offset))
     if kind != h5py.h5d.CHUNKED:
         return "compact layout (stored in the object header)"
-    if tuple(ds.chunks[1:]) != shape:
-        return f"chunks {ds.chunks} split rows of shape {shape}"
+    if tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
+        return f"chunks {ds.chunks} split rows of shape {tuple(ds.shape[1:])}"
     # By filter id: a plugin's self-chosen name cannot pass for a decodable filter.
     ids = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     names = filter_names(ds)

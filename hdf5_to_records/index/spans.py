@@ -161,12 +161,14 @@ class SpanReader:
             count = int(counts[r])
             target = out[position : position + count]
             position += count
-            if ref.layout == "contiguous" and take.size == 0 and len(pieces) == 1:
+            plain = not ref.element_bytes  # a field's rows are taken from whole records
+            if plain and ref.layout == "contiguous" and take.size == 0 and len(pieces) == 1:
                 self._read_contiguous(file_id, name, ref, pieces[0], target)
                 continue
             source_dtype = np.dtype(ref.dtype)
             whole_chunks = ref.layout == "chunked" and count == len(pieces) * ref.chunk_rows
-            if whole_chunks and take.size == 0 and _same_bytes(source_dtype, target.dtype):
+            in_place = plain and _same_bytes(source_dtype, target.dtype)
+            if whole_chunks and take.size == 0 and in_place:
                 # Aligned records of whole chunks (the usual case): decode in place.
                 self._decode(file_id, name, ref, pieces, into=target.reshape(-1).view(np.uint8))
                 continue
@@ -278,7 +280,28 @@ class SpanReader:
                 chunk = buffer[j * chunk_bytes : (j + 1) * chunk_bytes]
                 undo_filters(raw, ref, int(piece[2]), where, chunk)
         dtype = np.dtype(ref.dtype)
+        if ref.element_bytes:
+            return _field_view(buffer, ref)
         return buffer.view(dtype).reshape(-1, *ref.row_shape)
+
+
+def _field_view(buffer: np.ndarray, ref: Reference) -> np.ndarray:
+    """Rows of one field, viewed in place in a buffer of whole compound records (a
+    strided view: no copy, no per-row loop)."""
+    dtype = np.dtype(ref.dtype)
+    elements = buffer.size // ref.element_bytes
+    inner = ref.field_shape
+    inner_strides = tuple(
+        int(np.prod(inner[i + 1 :], dtype=np.int64)) * dtype.itemsize for i in range(len(inner))
+    )
+    values = np.ndarray(
+        (elements, *inner),
+        dtype,
+        buffer=buffer,
+        offset=ref.field_offset,
+        strides=(ref.element_bytes, *inner_strides),
+    )
+    return values.reshape(-1, *ref.row_shape)
 
 
 _ALIGN = 64  # TensorFlow adopts a NumPy result without a copy only if it is 64-byte aligned

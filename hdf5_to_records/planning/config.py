@@ -25,6 +25,7 @@ from .stage_options import (
     PlanOptions,
     SourceOptions,
     SplitSpec,
+    check_feature_name,
 )
 
 
@@ -58,6 +59,9 @@ class ConvertConfig:
     workers: int = field(default_factory=lambda: default_workers())
     overwrite: bool = False
     resume: bool = False
+    # --sparse-shape: (feature, (rows, columns) or (columns,)) for CSR groups without
+    # a shape attribute
+    sparse_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -110,7 +114,14 @@ class ConvertConfig:
     @property
     def source_options(self) -> SourceOptions:
         """What the selection stage reads (``schema.scan_sources``)."""
-        return SourceOptions(self.sources, self.features, self.rows, self.groups, self.mode)
+        return SourceOptions(
+            self.sources,
+            self.features,
+            self.rows,
+            self.groups,
+            self.mode,
+            dict(self.sparse_shapes),
+        )
 
     @property
     def plan_options(self) -> PlanOptions:
@@ -150,6 +161,7 @@ class ConvertConfig:
         data["splits"] = {s.name: s.fraction for s in self.splits}
         data["sources"] = list(self.sources)
         data["name"] = self.dataset_name
+        data["sparse_shapes"] = {n: ",".join(map(str, d)) for n, d in self.sparse_shapes}
         return data
 
 
@@ -159,6 +171,20 @@ def parse_feature(text: str) -> FeatureSpec:
     if not sep:
         raise UsageError(f"--feature {text!r}: expected NAME=/path/in/file")
     return FeatureSpec(name.strip(), path.strip())
+
+
+def parse_sparse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME=ROWS,COLUMNS`` or ``NAME=COLUMNS`` (``--sparse-shape``)."""
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        if not sep or not 1 <= len(shape) <= 2 or min(shape) < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(
+            f"--sparse-shape {text!r}: expected NAME=ROWS,COLUMNS or NAME=COLUMNS"
+        ) from None
+    return check_feature_name(name.strip(), option="--sparse-shape"), shape
 
 
 def parse_split(text: str) -> SplitSpec:
@@ -192,7 +218,12 @@ def _resolve_path(path: str, base_dir: str | None) -> str:
 _KEYS = {f.name for f in fields(ConvertConfig)}
 
 
-_ALIASES = {"feature": "features", "split": "splits", "source": "sources"}
+_ALIASES = {
+    "feature": "features",
+    "split": "splits",
+    "source": "sources",
+    "sparse_shape": "sparse_shapes",
+}
 
 
 def _canonical(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,6 +265,9 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
     kwargs["output"] = path_of("output", str(merged.pop("output", "") or ""))
     features = merged.pop("features", None) or ()
     kwargs["features"] = tuple(parse_feature(p) for p in _as_pairs(features, key="features"))
+    shapes = merged.pop("sparse_shapes", None) or ()
+    pairs = _as_pairs(shapes, key="sparse_shapes")
+    kwargs["sparse_shapes"] = tuple(parse_sparse_shape(p) for p in pairs)
     splits = merged.pop("splits", None)
     if splits:
         kwargs["splits"] = tuple(parse_split(p) for p in _as_pairs(splits, key="splits"))

@@ -12,22 +12,26 @@ import fnmatch
 import glob
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 import h5py
 import numpy as np
 
-from ..errors import SchemaError, SelectionError
+from ..errors import SchemaError, SelectionError, UnsupportedDtype
 from ..format.dtypes import StoredType, stored_type
 from ..format.reference import Reference
 from ..index.references import Storage, probe
+from .columns import leaf_fields
+from .group_columns import SparseMatrix
 from .selection import RowSpec, parse_rows, resolve_rows
 from .sources import ensure_filters, expand_sources, get_dataset, layout, open_h5
 from .stage_options import FeatureSpec, SourceOptions, check_feature_name
 
 log = logging.getLogger(__name__)
 Shape = tuple[int | None, ...]
+_FIELD_CHARS = re.compile(r"[^A-Za-z0-9_]")  # replaced by "_" in default field names
 _STRING_BYTES_GUESS = 32  # size estimate of one variable-length string, for shard sizing
 
 
@@ -45,6 +49,7 @@ class FeatureSchema:
     mean_item_bytes: float | None = None  # mean bytes per string, sampled from the source
     enum: tuple[tuple[str, int], ...] | None = None  # HDF5 enum labels, stored as integers
     storage: Storage = "copy"  # "reference": records hold references to the source bytes
+    sparse: bool = False  # a CSR matrix's rows: values, "<name>/indices", dense shape
 
     def example_bytes(self) -> int:
         """Estimated stored bytes of one example, for record and shard sizing.
@@ -55,6 +60,8 @@ class FeatureSchema:
             count = max(1, round(self.mean_elements))
         else:
             count = int(np.prod([d or 1 for d in self.shape], dtype=np.int64))
+        if self.sparse:  # each value with its int64 column index
+            return count * (self.stored.memory.itemsize + 8)
         if self.stored.encoding == "bytes":
             item = self.stored.memory.itemsize if self.stored.memory.kind == "S" else 0
             return count * max(1, round(self.mean_item_bytes or item or _STRING_BYTES_GUESS))
@@ -124,8 +131,15 @@ def _scan_rows(options: SourceOptions, paths: list[str], row_spec: RowSpec | Non
             if not features:
                 exclude = row_spec.dataset if row_spec is not None else None
                 features = _auto_features(h5, name, exclude=exclude)
+            features = expand_fields(h5, features, where=name)
             datasets = {
-                f.name: get_dataset(h5, f.path, where=name, option=f"feature {f.name!r}")
+                f.name: get_dataset(
+                    h5,
+                    f.path,
+                    where=name,
+                    option=f"feature {f.name!r}",
+                    sparse_shape=options.sparse_shapes.get(f.name),
+                )
                 for f in features
             }
             lengths = {}
@@ -140,19 +154,7 @@ def _scan_rows(options: SourceOptions, paths: list[str], row_spec: RowSpec | Non
                         "(use --groups for one example per group)"
                     )
                 ensure_filters(ds, where=name)
-                stored = stored_type(ds.dtype, where=where)
-                schema = FeatureSchema(
-                    spec.name,
-                    spec.path,
-                    ds.dtype.str,
-                    stored,
-                    ds.shape[1:],
-                    False,
-                    mean_item_bytes=_sample_string_bytes(ds)
-                    if stored.encoding == "bytes"
-                    else None,
-                    enum=enum_labels(ds.dtype),
-                )
+                schema = _row_schema(spec, ds, where)
                 _check_consistent(schemas.setdefault(spec.name, schema), schema, where)
                 lengths[spec.path] = ds.shape[0]
                 if options.mode != "copy":
@@ -176,6 +178,49 @@ def _scan_rows(options: SourceOptions, paths: list[str], row_spec: RowSpec | Non
             )
         )
     return SourceSet("rows", tuple(files), tuple(schemas.values()))
+
+
+def _row_schema(spec: FeatureSpec, ds: h5py.Dataset, where: str) -> FeatureSchema:
+    """The stored form of a row feature; a 1-D dataset of variable-length arrays (h5py
+    ``vlen_dtype``, PyTables ``VLArray``) becomes a ragged feature of shape ``(None,)``,
+    a CSR matrix a sparse one of its dense row shape."""
+    vlen = h5py.check_vlen_dtype(ds.dtype)
+    if isinstance(ds, SparseMatrix):
+        shape, ragged, mean, dtype = (ds.shape[1],), False, ds.mean_nonzeros, ds.dtype
+    elif vlen is not None and h5py.check_string_dtype(ds.dtype) is None:
+        if ds.ndim != 1:
+            raise UnsupportedDtype(
+                f"{where}: variable-length {vlen} arrays are supported in 1-D datasets only "
+                f"(this one has shape {ds.shape})"
+            )
+        shape, ragged, mean, dtype = (None,), True, _sample_lengths(ds), vlen
+    else:
+        shape, ragged, mean, dtype = ds.shape[1:], False, None, ds.dtype
+    stored = stored_type(dtype, where=where)
+    return FeatureSchema(
+        spec.name,
+        spec.path,
+        ds.dtype.str,
+        stored,
+        shape,
+        ragged,
+        mean,
+        mean_item_bytes=_sample_string_bytes(ds) if stored.encoding == "bytes" else None,
+        enum=enum_labels(ds.dtype) if mean is None else None,
+        sparse=isinstance(ds, SparseMatrix),
+    )
+
+
+def _sample_rows(n: int, samples: int = 256) -> np.ndarray:
+    """Up to ``samples`` row numbers spread over ``n`` rows."""
+    return np.unique(np.linspace(0, n - 1, min(samples, n)).astype(np.int64))
+
+
+def _sample_lengths(ds: h5py.Dataset) -> float | None:
+    """Mean length of a variable-length array dataset's rows, sampled."""
+    if ds.shape[0] == 0:
+        return None
+    return float(np.mean([len(v) for v in ds[_sample_rows(ds.shape[0])]]))
 
 
 def _auto_features(
@@ -205,6 +250,34 @@ def _auto_features(
     return tuple(FeatureSpec(k, "/" + k) for k in chosen)
 
 
+def expand_fields(
+    h5obj: h5py.Group, features: tuple[FeatureSpec, ...], *, where: str
+) -> tuple[FeatureSpec, ...]:
+    """Each compound dataset named without a field -> one feature per leaf field,
+    ``NAME_field`` (``NAME_pos_x`` for nested ``pos/x``), read as ``path[field]``."""
+    out = []
+    for spec in features:
+        try:
+            obj = h5obj.get(spec.path)
+        except (KeyError, OSError, ValueError):
+            obj = None  # get_dataset names what is wrong with it
+        if not isinstance(obj, h5py.Dataset) or obj.dtype.names is None:
+            out.append(spec)
+            continue
+        for field in leaf_fields(obj.dtype):
+            name = f"{spec.name}_{_FIELD_CHARS.sub('_', field)}"
+            check_feature_name(name, option=f"field {field!r} of {spec.path} in {where}")
+            out.append(FeatureSpec(name, f"{spec.path}[{field}]"))
+    names = [f.name for f in out]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash is not None:
+        raise SchemaError(
+            f"feature {clash!r} is named twice in {where} (a compound field's default name "
+            "clashes with another feature); name the fields with --feature NAME=/path[field]"
+        )
+    return tuple(out)
+
+
 def enum_labels(dtype: np.dtype) -> tuple[tuple[str, int], ...] | None:
     """The enum's labels and values, sorted by value; None for other dtypes."""
     mapping = h5py.check_enum_dtype(dtype)
@@ -224,8 +297,7 @@ def _sample_string_bytes(ds: h5py.Dataset, samples: int = 256) -> float | None:
     """Mean bytes per string over up to ``samples`` rows spread over the dataset."""
     if ds.shape[0] == 0:
         return None
-    rows = np.unique(np.linspace(0, ds.shape[0] - 1, min(samples, ds.shape[0])).astype(np.int64))
-    values = np.asarray(ds[rows]).ravel()
+    values = np.asarray(ds[_sample_rows(ds.shape[0], samples)]).ravel()
     if values.size == 0:
         return None
     return float(np.mean([len(v) for v in values.tolist()]))
@@ -285,6 +357,7 @@ def _scan_groups(options: SourceOptions, paths: list[str], row_spec: RowSpec | N
                         f"group {groups[0]} in {name} holds no datasets; "
                         "name them with --feature NAME=relative/path"
                     )
+            features = expand_fields(h5[groups[0]], features, where=f"{groups[0]} of {name}")
             rows = resolve_rows(row_spec, len(groups), h5file=h5, where=name)
             for index in np.unique(rows):
                 group = h5[groups[index]]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import h5py
 
 from ..errors import DatasetNotFound, FilterUnavailable, SourceNotFound, SourceUnreadable
+from .columns import FieldColumn, split_field
+from .group_columns import SparseMatrix, open_group_column
 
 # Filter ids that hdf5plugin registers, and the names users know them by.
 _FILTER_NAMES = {
@@ -98,12 +100,29 @@ def list_datasets(h5obj: h5py.Group) -> list[str]:
     return [p if p.startswith(prefix + "/") else prefix + p for p in found] if prefix else found
 
 
-def get_dataset(h5obj: h5py.Group, path: str, *, where: str, option: str) -> h5py.Dataset:
+def get_dataset(
+    h5obj: h5py.Group,
+    path: str,
+    *,
+    where: str,
+    option: str,
+    sparse_shape: tuple[int, ...] | None = None,
+) -> h5py.Dataset:
     """Look up a dataset, naming the nearest existing names when it is missing.
+
+    ``/table[field]`` is one field of a compound dataset, as a :class:`FieldColumn`; a
+    CSR matrix group a :class:`SparseMatrix` (``sparse_shape`` when it has no shape
+    attribute), an AnnData categorical a :class:`CategoricalColumn`.
 
     Raises:
         DatasetNotFound: no dataset at ``path`` (or it is a group or a broken link).
+        SchemaError: a field the dataset does not have (naming those it has), or a
+            sparse matrix that cannot be read by rows.
     """
+    dataset_path, field = split_field(path)
+    if field is not None:
+        ds = get_dataset(h5obj, dataset_path, where=where, option=option)
+        return FieldColumn(ds, field, where=f"{option}: dataset {ds.name} in {where}")
     try:
         obj = h5obj[path]
     except (KeyError, OSError, ValueError):
@@ -111,6 +130,11 @@ def get_dataset(h5obj: h5py.Group, path: str, *, where: str, option: str) -> h5p
     if isinstance(obj, h5py.Dataset):
         return obj
     if isinstance(obj, h5py.Group):
+        column = open_group_column(
+            obj, where=f"{option}: group {obj.name} in {where}", sparse_shape=sparse_shape
+        )
+        if column is not None:
+            return column
         raise DatasetNotFound(f"{option}: {path!r} in {where} is a group, not a dataset")
     broken = _broken_link(h5obj, path)
     if broken:
@@ -163,6 +187,10 @@ def ensure_filters(dataset: h5py.Dataset, *, where: str) -> None:
         SourceNotFound: a virtual dataset's source file is missing (HDF5 would silently
             read fill values in its place).
     """
+    if isinstance(dataset, SparseMatrix):
+        for part in dataset.parts:
+            ensure_filters(part, where=where)
+        return
     if dataset.is_virtual:
         _ensure_virtual_sources(dataset, where=where)
     plist = dataset.id.get_create_plist()

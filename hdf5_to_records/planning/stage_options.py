@@ -7,6 +7,7 @@ validates every option once, then hands these out.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -65,6 +66,8 @@ class SourceOptions:
     rows: str | None
     groups: str | None
     mode: Mode
+    # feature -> (rows, columns) or (columns,): CSR groups without a shape attribute
+    sparse_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

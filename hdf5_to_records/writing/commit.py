@@ -13,6 +13,7 @@ from typing import Any
 from .. import fs
 from .._version import __version__
 from ..format.manifest import (
+    CONVENTIONS_FORMAT_VERSION,
     FORMAT_VERSION,
     INDEX_FORMAT_VERSION,
     Manifest,
@@ -53,8 +54,20 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         source_roots=tuple(roots),
         config=config_record(config),
         tool_version=__version__,
-        format_version=INDEX_FORMAT_VERSION if referenced else FORMAT_VERSION,
+        format_version=_format_version(plan, referenced),
     )
+
+
+def _format_version(plan: Plan, referenced: list[str]) -> int:
+    """The oldest format that holds what this dataset uses (older readers refuse it)."""
+    fields = any(
+        not isinstance(f.refs.get(name), str) and f.refs[name].element_bytes
+        for f in plan.sources.files
+        for name in referenced
+    )
+    if fields or any(feature.sparse for feature in plan.features):
+        return CONVENTIONS_FORMAT_VERSION
+    return INDEX_FORMAT_VERSION if referenced else FORMAT_VERSION
 
 
 def _feature_entry(feature, plan: Plan, by_name: dict[str, ShardResult]) -> FeatureEntry:
@@ -74,6 +87,7 @@ def _feature_entry(feature, plan: Plan, by_name: dict[str, ShardResult]) -> Feat
         feature.source_dtype,
         feature.storage,
         dict(feature.enum) if feature.enum else None,
+        feature.sparse,
     )
 
 

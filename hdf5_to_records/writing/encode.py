@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import RecordTooLarge
-from ..format.record_keys import COUNT_KEY, SHAPE_SUFFIX
+from ..format.record_keys import COUNT_KEY, INDICES_SUFFIX, SHAPE_SUFFIX
 from ..planning.schema import FeatureSchema
 from ..planning.sharding import MAX_RECORD_BYTES
 from .reading import Column
@@ -104,7 +104,9 @@ def encode_block(
         entries[key] = [_int64_feature(values)]
     for feature in features:
         column = columns[feature.name]
-        if feature.ragged:
+        if feature.sparse:
+            entries.update(_sparse_entries(feature, column, columns[feature.name + INDICES_SUFFIX]))
+        elif feature.ragged:
             items = [np.asarray(v) for v in column]
             entries[feature.name + SHAPE_SUFFIX] = [
                 _int64_feature([d for v in items for d in v.shape])
@@ -138,6 +140,25 @@ def encode_block(
             + ("; lower --rows-per-record" if n > 1 else "")
         )
     return _coalesce([_varint(_LEN1) + _varint(body_len), *body])
+
+
+def _sparse_entries(feature: FeatureSchema, values: Column, indices: Column) -> dict:
+    """A sparse feature's record keys: values, their counts, their column indices."""
+    counts = [len(v) for v in values]
+    flat = [np.asarray(v) for v in values]
+    return {
+        feature.name: _raw_bytes_feature(
+            _joined(flat, feature.stored.memory), feature.stored.memory
+        ),
+        feature.name + SHAPE_SUFFIX: [_int64_feature(counts)],
+        feature.name + INDICES_SUFFIX: _raw_bytes_feature(
+            _joined([np.asarray(i) for i in indices], np.dtype("<i8")), np.dtype("<i8")
+        ),
+    }
+
+
+def _joined(arrays: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype)
 
 
 def _coalesce(pieces: list[Piece]) -> list[Piece]:

@@ -16,8 +16,11 @@ import h5py
 import numpy as np
 
 from ..errors import Hdf5ToRecordsError, SourceUnreadable, first_line
+from ..format.record_keys import INDICES_SUFFIX
 from ..format.reference import Reference
 from ..index.references import ChunkTable
+from ..planning.columns import shared_reads
+from ..planning.group_columns import SparseMatrix
 from ..planning.limits import DEFAULT_LIMITS, WINDOW_BYTES, Limits
 from ..planning.schema import FeatureSchema, SourceSet
 from ..planning.sources import ensure_filters, get_dataset, open_h5
@@ -103,30 +106,40 @@ class ShardReader:
         self, file_ids: np.ndarray, rows: np.ndarray, buffers: dict[str, np.ndarray]
     ) -> dict[str, Column]:
         out = {f.name: _allocate(f, rows.size, buffers) for f in self._features}
+        for feature in self._features:
+            if feature.sparse:
+                out[feature.name + INDICES_SUFFIX] = np.empty(rows.size, object)
         for file_id in np.unique(file_ids):
             positions = np.flatnonzero(file_ids == file_id)
             source = self._sources.files[file_id]
             h5 = self._file(int(file_id))
             name = os.path.basename(source.path)
-            for feature in self._features:
-                ds = get_dataset(h5, feature.source, where=name, option=f"feature {feature.name!r}")
-                ensure_filters(ds, where=name)
-                try:
-                    _read_into(
-                        ds,
-                        rows[positions],
-                        positions,
-                        out[feature.name],
-                        feature,
-                        self._row_bytes,
-                        source.chunk_rows,
-                        self._limits,
-                    )
-                except OSError as exc:
-                    raise SourceUnreadable(
-                        f"while reading {feature.source} in {name}: {first_line(exc)}"
-                    ) from None
+            with shared_reads():  # the fields of one table share a read of its records
+                self._read_file_rows(h5, name, rows[positions], positions, out, source)
         return out
+
+    def _read_file_rows(self, h5, name, rows, positions, out, source) -> None:
+        """Every feature's ``rows`` of one source file into ``out[...][positions]``."""
+        spans = (self._row_bytes, source.chunk_rows, self._limits)
+        for feature in self._features:
+            ds = get_dataset(
+                h5,
+                feature.source,
+                where=name,
+                option=f"feature {feature.name!r}",
+                sparse_shape=(feature.shape[0],) if feature.sparse else None,
+            )
+            ensure_filters(ds, where=name)
+            try:
+                if feature.sparse:
+                    targets = (out[feature.name], out[feature.name + INDICES_SUFFIX])
+                    _read_sparse(ds, rows, positions, targets, feature, *spans)
+                else:
+                    _read_into(ds, rows, positions, out[feature.name], feature, *spans)
+            except OSError as exc:
+                raise SourceUnreadable(
+                    f"while reading {feature.source} in {name}: {first_line(exc)}"
+                ) from None
 
     def _read_groups(self, file_ids: np.ndarray, rows: np.ndarray) -> dict[str, Column]:
         out: dict[str, list] = {f.name: [] for f in self._features}
@@ -215,6 +228,33 @@ def _read_into(
         out[positions[targets]] = block[unique[sorted_inverse[first:last]] - lo]
 
 
+def _read_sparse(
+    matrix: SparseMatrix,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray],
+    feature: FeatureSchema,
+    row_bytes: int,
+    chunk_rows: int,
+    limits: Limits,
+) -> None:
+    """Rows of a CSR matrix into ``out`` (values, column indices: one array per example),
+    one read of ``data`` and ``indices`` per span of rows."""
+    values_out, indices_out = out
+    unique, inverse = np.unique(rows, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    sorted_inverse = inverse[order]
+    for a, b in _spans(unique, row_bytes, chunk_rows, limits):
+        lo, hi = int(unique[a]), int(unique[b - 1]) + 1
+        starts, indices, values = matrix.read_span(lo, hi)
+        values = values.astype(feature.stored.memory, copy=False)
+        first, last = np.searchsorted(sorted_inverse, [a, b])
+        for t in order[first:last].tolist():
+            r = int(unique[inverse[t]]) - lo
+            values_out[positions[t]] = values[starts[r] : starts[r + 1]]
+            indices_out[positions[t]] = indices[starts[r] : starts[r + 1]]
+
+
 def _spans(
     unique: np.ndarray, row_bytes: int, chunk_rows: int, limits: Limits
 ) -> list[tuple[int, int]]:
@@ -245,8 +285,9 @@ def _allocate(feature: FeatureSchema, n: int, buffers: dict[str, np.ndarray]) ->
     Strings go in a fresh object array: the first source's fixed length (``S2``, say)
     would silently cut longer strings of later sources.
     """
-    if feature.stored.encoding == "bytes":
-        return np.empty((n, *feature.shape), object)
+    if feature.stored.encoding == "bytes" or feature.ragged or feature.sparse:
+        ragged = feature.ragged or feature.sparse
+        return np.empty(n, object) if ragged else np.empty((n, *feature.shape), object)
     buffer = buffers.get(feature.name)
     if buffer is None or buffer.shape[0] < n:
         buffer = buffers[feature.name] = np.empty((n, *feature.shape), feature.stored.memory)
@@ -263,6 +304,10 @@ def _convert(values: np.ndarray, feature: FeatureSchema) -> np.ndarray:
     values = np.asarray(values)
     if feature.stored.encoding == "bytes":
         return values
+    if values.dtype == object:  # variable-length arrays, one per row
+        out = np.empty(len(values), object)
+        out[:] = [np.asarray(v).astype(feature.stored.memory, copy=False) for v in values]
+        return out
     return values.astype(feature.stored.memory, copy=False)
 
 
