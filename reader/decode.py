@@ -99,12 +99,11 @@ def _read_referenced(spec: DatasetSpec, referenced, spans: SpanReader, parsed, c
 
     shutdown.arm()
 
+    names = [f.name for f in referenced]
+
     def read(file_ids, counts, *arrays):
         with shutdown.GATE.call():
-            return [
-                spans.read(f.name, file_ids, counts, *arrays[4 * i : 4 * i + 4])
-                for i, f in enumerate(referenced)
-            ]
+            return spans.read_many(names, file_ids, counts, *arrays)
 
     values = tf.numpy_function(read, args, [tf_dtype(f.dtype) for f in referenced], stateful=False)
     out = {}

@@ -31,6 +31,7 @@ from ..errors import SourceChanged, SourceRefused
 from ..format.reference import Reference
 from .checksums import changed
 from .chunk_filters import max_chunk_bytes, undo_filters
+from .row_views import aligned_empty, field_view, same_bytes, to_stored
 
 OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 MAX_OPEN_FILES = 128  # source files kept open at once (per SpanReader)
@@ -148,7 +149,7 @@ class SpanReader:
                 f"feature {name!r}: malformed record (a count outside 0..{self._max_rows}, "
                 f"or byte ranges that are not {fields} values)"
             )
-        out = _aligned_empty((int(counts.sum()), *shape), dtype)
+        out = aligned_empty((int(counts.sum()), *shape), dtype)
         position = 0
         for r in range(counts.size):
             file_id = int(file_ids[r])
@@ -167,7 +168,7 @@ class SpanReader:
                 continue
             source_dtype = np.dtype(ref.dtype)
             whole_chunks = ref.layout == "chunked" and count == len(pieces) * ref.chunk_rows
-            in_place = plain and _same_bytes(source_dtype, target.dtype)
+            in_place = plain and same_bytes(source_dtype, target.dtype)
             if whole_chunks and take.size == 0 and in_place:
                 # Aligned records of whole chunks (the usual case): decode in place.
                 self._decode(file_id, name, ref, pieces, into=target.reshape(-1).view(np.uint8))
@@ -184,8 +185,27 @@ class SpanReader:
                     f"feature {name!r}: a record's take list does not fit its {len(rows)} "
                     f"decoded rows of {source.name}"
                 )
-            target[...] = _to_stored(selected, target.dtype)
+            target[...] = to_stored(selected, target.dtype)
         return out
+
+    def read_many(self, names: list[str], file_ids, counts, *arrays) -> list[np.ndarray]:
+        """:meth:`read` of several features of the same records (four arrays each, in
+        order). Fields of one compound table read its records once: the ranges decoded
+        for the first are reused by the others within this call."""
+        self._local.decoded = {}
+        try:
+            return [
+                self.read(name, file_ids, counts, *arrays[4 * i : 4 * i + 4])
+                for i, name in enumerate(names)
+            ]
+        finally:
+            self._local.decoded = None
+
+    def _shared(self, file_id: int, ref: Reference, piece) -> tuple[dict | None, tuple]:
+        """This call's decoded ranges of compound records (None outside read_many, and
+        for plain datasets, which no other feature reads), and ``piece``'s key in it."""
+        decoded = getattr(self._local, "decoded", None) if ref.element_bytes else None
+        return decoded, (file_id, ref.dataset, int(piece[0]), int(piece[1]))
 
     def _scratch(self, size: int) -> np.ndarray:
         """This thread's reusable buffer for raw chunk bytes (fresh pages cost here)."""
@@ -267,63 +287,32 @@ class SpanReader:
             buffer = np.empty(sum(s for _, s in spans), np.uint8)
             at = 0
             for piece, (_offset, size) in zip(pieces, spans):
-                self._pread_into(file_id, ref, piece, buffer[at : at + size])
+                target = buffer[at : at + size]
                 at += size
+                decoded, key = self._shared(file_id, ref, piece)
+                if decoded is not None and key in decoded:
+                    target[...] = decoded[key]
+                    continue
+                self._pread_into(file_id, ref, piece, target)
+                if decoded is not None:
+                    decoded[key] = target
         else:
             chunk_bytes = ref.chunk_rows * row_bytes
             buffer = np.empty(len(pieces) * chunk_bytes, np.uint8) if into is None else into
             for j, piece in enumerate(pieces):
                 offset, size = self._check(source, name, ref, piece)
+                chunk = buffer[j * chunk_bytes : (j + 1) * chunk_bytes]
+                decoded, key = self._shared(file_id, ref, piece)
+                if decoded is not None and key in decoded:
+                    chunk[...] = decoded[key]
+                    continue
                 raw = self._scratch(size)
                 self._pread_into(file_id, ref, piece, raw)
                 where = f"chunk at byte {offset} of {ref.dataset} in {source.name}"
-                chunk = buffer[j * chunk_bytes : (j + 1) * chunk_bytes]
                 undo_filters(raw, ref, int(piece[2]), where, chunk)
+                if decoded is not None:
+                    decoded[key] = chunk
         dtype = np.dtype(ref.dtype)
         if ref.element_bytes:
-            return _field_view(buffer, ref)
+            return field_view(buffer, ref)
         return buffer.view(dtype).reshape(-1, *ref.row_shape)
-
-
-def _field_view(buffer: np.ndarray, ref: Reference) -> np.ndarray:
-    """Rows of one field, viewed in place in a buffer of whole compound records (a
-    strided view: no copy, no per-row loop)."""
-    dtype = np.dtype(ref.dtype)
-    elements = buffer.size // ref.element_bytes
-    inner = ref.field_shape
-    inner_strides = tuple(
-        int(np.prod(inner[i + 1 :], dtype=np.int64)) * dtype.itemsize for i in range(len(inner))
-    )
-    values = np.ndarray(
-        (elements, *inner),
-        dtype,
-        buffer=buffer,
-        offset=ref.field_offset,
-        strides=(ref.element_bytes, *inner_strides),
-    )
-    return values.reshape(-1, *ref.row_shape)
-
-
-_ALIGN = 64  # TensorFlow adopts a NumPy result without a copy only if it is 64-byte aligned
-
-
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.empty`` on a 64-byte boundary, so that ``numpy_function`` does not copy it."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
-def _same_bytes(source: np.dtype, stored: np.dtype) -> bool:
-    """Whether source values are already stored values, byte for byte."""
-    if source.kind == "b":
-        return stored.itemsize == 1
-    return source.itemsize == stored.itemsize and (source.isnative or source.itemsize == 1)
-
-
-def _to_stored(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Rows in the source dtype -> the stored dtype (little-endian; bool as uint8)."""
-    if rows.dtype.kind == "b":
-        return rows.view(np.uint8)
-    return rows.astype(dtype, copy=False)

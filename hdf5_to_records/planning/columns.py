@@ -107,6 +107,8 @@ def _pytables_bool(dataset: h5py.Dataset, field: str) -> bool:
     member = dataset.id.get_type()
     for part in field.split("/"):
         member = member.get_member_type(member.get_member_index(part.encode()))
+    if member.get_class() == h5py.h5t.ARRAY:  # pandas' value blocks: arrays of columns
+        member = member.get_super()
     return member.get_class() == h5py.h5t.BITFIELD and member.get_size() == 1
 
 

@@ -198,7 +198,9 @@ def _record_sizes(job: Job, spec: ShardSpec) -> list[int]:
         refs = job.refs[int(spec.file_ids[a])]
         rows = spec.rows[a:b]
         gap, cap = job.limits.gap_bytes, job.limits.max_read_bytes
-        if b - a > 1 and any(read_bytes(r, rows, gap) > cap for r in refs.values()):
+        # The fields of one table share its records: one check per distinct layout.
+        distinct = {(r.dataset, r.layout, r.chunk_rows, r.row_bytes): r for r in refs.values()}
+        if b - a > 1 and any(read_bytes(r, rows, gap) > cap for r in distinct.values()):
             middle = (a + b) // 2
             return bounded(a, middle) + bounded(middle, b)
         return [b - a]
