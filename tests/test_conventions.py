@@ -321,3 +321,37 @@ def test_netcdf4_variables_and_coordinates_convert_and_reference(tmp_path, conve
     assert code == 0, output
     with pytest.raises(SchemaError, match="features must share the axis-0 length"):
         convert_h5(path, features={"t": "/temperature", "lat": "/lat"})
+
+
+def test_shuffles_larger_than_a_window_and_transforms_take_sparse_and_ragged_rows(
+    tmp_path, convert_h5
+):
+    pytest.importorskip("anndata")
+    from hdf5_to_records.planning.limits import Limits
+
+    cells, ragged = tmp_path / "cells.h5ad", tmp_path / "ragged.h5"
+    expected = write_anndata(cells, compression="gzip")
+    rows = write_h5py_vlen(ragged)["rows"]
+    small = Limits(window_bytes=4096)  # many windows: a shuffle that would be staged
+    out = convert_h5(cells, features={"X": "/X", "cell": "/obs/_index"}, shuffle=True, limits=small)
+    got = load_all(out)
+    order = [int(c.decode().split("_")[1]) for c in got["cell"]]
+    assert order != sorted(order)
+    assert np.array_equal(tf.sparse.to_dense(got["X"]).numpy(), expected["X"][order].toarray())
+    out = convert_h5(ragged, features={"r": "/ragged"}, shuffle=True, limits=small)
+    values = reader.load(out, batch_size=1000)
+    (batch,) = list(values)
+    assert sorted(map(len, batch["r"].to_list())) == sorted(map(len, rows))
+    out = convert_h5(
+        cells, features={"X": "/X"}, rows="0:20", transform="conventions_transform:total"
+    )
+    assert np.allclose(load_all(out)["total"], expected["X"][:20].toarray().sum(1))
+
+
+def test_a_sparse_matrix_in_a_group_example_is_refused(tmp_path, convert_h5):
+    path = tmp_path / "groups.h5"
+    write_csr_group(path, (np.ones(2, "f4"), np.array([0, 1]), np.array([0, 1, 2])))
+    with h5py.File(path, "a") as h5:
+        h5.move("m", "g0/m")
+    with pytest.raises(SchemaError, match="is a sparse matrix: its rows are examples"):
+        convert_h5(path, groups="/g*", features={"m": "m"})

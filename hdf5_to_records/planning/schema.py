@@ -30,6 +30,7 @@ from .features import (
     expand_fields,
     row_schema,
 )
+from .group_columns import SparseMatrix
 from .selection import RowSpec, parse_rows, resolve_rows
 from .sources import ensure_filters, expand_sources, get_dataset, layout, open_h5
 from .stage_options import FeatureSpec, SourceOptions, check_feature_name
@@ -231,6 +232,11 @@ def _scan_groups(options: SourceOptions, paths: list[str], row_spec: RowSpec | N
                         group, spec.path.lstrip("/"), where=gwhere, option=f"feature {spec.name!r}"
                     )
                     where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
+                    if isinstance(ds, SparseMatrix):
+                        raise SchemaError(
+                            f"{where} is a sparse matrix: its rows are examples, so select it "
+                            "as a row feature (without --groups)"
+                        )
                     ensure_filters(ds, where=name)
                     if spec.name not in schemas:
                         schemas[spec.name] = FeatureSchema(

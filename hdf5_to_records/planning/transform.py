@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError, first_line
 from ..format.dtypes import stored_type
+from ..format.record_keys import INDICES_SUFFIX
 from ..writing.reading import Column
 from .schema import FeatureSchema
 from .stage_options import check_feature_name
@@ -58,6 +59,10 @@ def example_for_transform(
     example = {}
     for feature in features:
         value = np.asarray(columns[feature.name][index])
+        if feature.sparse:  # a CSR row, as the dense row it stands for
+            dense = np.zeros(feature.shape, value.dtype)
+            dense[np.asarray(columns[feature.name + INDICES_SUFFIX][index])] = value
+            value = dense
         if feature.stored.dtype == "bool":
             value = value.astype(bool)
         elif value.dtype == object:

@@ -33,9 +33,12 @@ log = logging.getLogger(__name__)
 
 def needs_staging(shuffle: bool, sources: SourceSet, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Staging pays off for shuffled row selections larger than one read window that
-    come from chunked (usually compressed) data."""
+    come from chunked (usually compressed) data (not for variable-length or sparse
+    rows, which the scratch files' fixed-shape datasets cannot hold)."""
     if not shuffle or sources.mode != "rows":
         return False
+    if any(f.ragged or f.sparse for f in sources.features):
+        return False  # rows of varying size: gathered from the sources directly
     chunked = any(f.chunk_rows > 1 for f in sources.files)
     return chunked and sources.num_examples * sources.example_bytes > limits.window_bytes
 
