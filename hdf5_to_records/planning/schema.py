@@ -231,39 +231,7 @@ def _scan_groups(options: SourceOptions, paths: list[str], row_spec: RowSpec | N
                     ds = get_dataset(
                         group, spec.path.lstrip("/"), where=gwhere, option=f"feature {spec.name!r}"
                     )
-                    where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
-                    if isinstance(ds, SparseMatrix):
-                        raise SchemaError(
-                            f"{where} is a sparse matrix: its rows are examples, so select it "
-                            "as a row feature (without --groups)"
-                        )
-                    ensure_filters(ds, where=name)
-                    if spec.name not in schemas:
-                        schemas[spec.name] = FeatureSchema(
-                            spec.name,
-                            spec.path,
-                            ds.dtype.str,
-                            stored_type(ds.dtype, where=where),
-                            ds.shape,
-                            True,
-                            enum=enum_labels(ds.dtype),
-                        )
-                    known = schemas[spec.name]
-                    if enum_labels(ds.dtype) != known.enum:
-                        raise SchemaError(
-                            f"{where} is an enum with labels {dict(enum_labels(ds.dtype) or ())}"
-                            f", but other examples have {dict(known.enum or ())}"
-                        )
-                    if stored_type(ds.dtype, where=where).dtype != known.stored.dtype:
-                        raise SchemaError(
-                            f"{where} has dtype {ds.dtype}, but other examples have "
-                            f"{known.stored.dtype}"
-                        )
-                    if ds.ndim != len(known.shape):
-                        raise SchemaError(
-                            f"{where} has {ds.ndim} dimensions, but other examples "
-                            f"have {len(known.shape)}"
-                        )
+                    _check_group_dataset(schemas, spec, ds, name)
                     shapes[spec.name].append(ds.shape)
         stat = os.stat(path)
         files.append(
@@ -283,6 +251,48 @@ def _scan_groups(options: SourceOptions, paths: list[str], row_spec: RowSpec | N
         for s in schemas.values()
     )
     return SourceSet("groups", tuple(files), merged, group_pattern=options.groups)
+
+
+def _check_group_dataset(
+    schemas: dict[str, FeatureSchema], spec: FeatureSpec, ds: h5py.Dataset, name: str
+) -> None:
+    """Check one group example's dataset against the feature's first (recorded in
+    ``schemas``): same enum labels, stored dtype and number of dimensions.
+
+    Raises:
+        SchemaError: naming the feature, dataset and file.
+    """
+    where = f"feature {spec.name!r}: dataset {ds.name} in {name}"
+    if isinstance(ds, SparseMatrix):
+        raise SchemaError(
+            f"{where} is a sparse matrix: its rows are examples, so select it "
+            "as a row feature (without --groups)"
+        )
+    ensure_filters(ds, where=name)
+    if spec.name not in schemas:
+        schemas[spec.name] = FeatureSchema(
+            spec.name,
+            spec.path,
+            ds.dtype.str,
+            stored_type(ds.dtype, where=where),
+            ds.shape,
+            True,
+            enum=enum_labels(ds.dtype),
+        )
+    known = schemas[spec.name]
+    if enum_labels(ds.dtype) != known.enum:
+        raise SchemaError(
+            f"{where} is an enum with labels {dict(enum_labels(ds.dtype) or ())}"
+            f", but other examples have {dict(known.enum or ())}"
+        )
+    if stored_type(ds.dtype, where=where).dtype != known.stored.dtype:
+        raise SchemaError(
+            f"{where} has dtype {ds.dtype}, but other examples have {known.stored.dtype}"
+        )
+    if ds.ndim != len(known.shape):
+        raise SchemaError(
+            f"{where} has {ds.ndim} dimensions, but other examples have {len(known.shape)}"
+        )
 
 
 def merge_shapes(shapes: list[tuple[int | None, ...]]) -> Shape:
