@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 import h5py
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -355,3 +357,35 @@ def test_a_sparse_matrix_in_a_group_example_is_refused(tmp_path, convert_h5):
         h5.move("m", "g0/m")
     with pytest.raises(SchemaError, match="is a sparse matrix: its rows are examples"):
         convert_h5(path, groups="/g*", features={"m": "m"})
+
+
+@hypothesis.given(
+    rows=st.integers(1, 12),
+    cols=st.integers(1, 9),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+@hypothesis.settings(max_examples=40)
+def test_csr_rows_read_back_as_scipy_reads_them_even_unsorted(rows, cols, density, seed):
+    import scipy.sparse as sp
+
+    from hdf5_to_records.planning.group_columns import SparseMatrix
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(rows, cols, density=density, format="csr", dtype=np.float32, rng=rng)
+    order = np.concatenate(  # shuffle each row's entries: scipy allows unsorted CSR rows
+        [rng.permutation(np.arange(a, b)) for a, b in zip(matrix.indptr[:-1], matrix.indptr[1:])]
+        or [np.empty(0, np.int64)]
+    ).astype(np.int64)
+    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as h5:
+        group = h5.create_group("m")
+        group["data"], group["indices"] = matrix.data[order], matrix.indices[order]
+        group["indptr"], group.attrs["shape"] = matrix.indptr, matrix.shape
+        lo = int(rng.integers(0, rows))
+        starts, indices, values = SparseMatrix(group, where="m").read_span(lo, rows)
+    for r in range(lo, rows):
+        a, b = starts[r - lo], starts[r - lo + 1]
+        dense = np.zeros(cols, np.float32)
+        dense[indices[a:b]] = values[a:b]
+        assert np.array_equal(dense, matrix[r].toarray()[0])
+        assert (np.diff(indices[a:b]) > 0).all()

@@ -133,3 +133,19 @@ def test_blocker_refuses_more_rows_than_sizes_cover():
     blocker = Blocker(iter([2]))
     with pytest.raises(ValueError, match="more examples"):
         list(blocker.add({"v": np.arange(3)}, 3))
+
+
+def test_long_int64_lists_encode_as_protobuf_does():
+    """Lists of 64+ values (index mode's take lists) are varint-encoded in NumPy: the
+    record must parse to the same values, negative and extreme ones included."""
+    rng = np.random.default_rng(11)
+    values = np.concatenate(
+        [
+            np.arange(100_000, 100_200),
+            rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64, endpoint=True),
+            [0, 127, 128, 2**14 - 1, 2**14, 2**63 - 1, -1, -(2**63)],
+        ]
+    ).astype(np.int64)
+    pieces = encode_block({}, 1, (), extra={"take": values.tolist()})
+    got = parse(pieces)["take"].int64_list.value
+    assert list(got) == values.tolist()
