@@ -389,3 +389,19 @@ def test_csr_rows_read_back_as_scipy_reads_them_even_unsorted(rows, cols, densit
         dense[indices[a:b]] = values[a:b]
         assert np.array_equal(dense, matrix[r].toarray()[0])
         assert (np.diff(indices[a:b]) > 0).all()
+
+
+def test_fields_share_a_read_only_of_the_very_same_selection():
+    from hdf5_to_records.planning.columns import FieldColumn, shared_reads
+
+    table = np.zeros(5000, [("a", "<i4"), ("b", ">f8")])
+    table["a"], table["b"] = np.arange(5000), -np.arange(5000)
+    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as h5:
+        h5["t"] = table
+        a, b = FieldColumn(h5["t"], "a"), FieldColumn(h5["t"], "b")
+        first = np.arange(0, 4000, 2)
+        second = first.copy()
+        second[1000] += 1  # the same repr (NumPy elides the middle), another selection
+        with shared_reads():
+            assert a[first][1000] == 2000 and a[second][1000] == 2001
+            assert b[first][1000] == -2000 and a[10:20].tolist() == list(range(10, 20))

@@ -128,7 +128,17 @@ def _records(dataset: h5py.Dataset, key) -> np.ndarray:
     reads = getattr(_shared, "reads", None)
     if reads is None:
         return dataset[key]
-    ident = (dataset.file.filename, dataset.name, repr(key))
+    ident = (dataset.file.filename, dataset.name, _selection_id(key))
     if ident not in reads:
         reads[ident] = dataset[key]
     return reads[ident]
+
+
+def _selection_id(key):
+    """A selection as a dict key: index arrays by their bytes (``repr`` elides long ones,
+    and two different selections must never share a read)."""
+    if isinstance(key, np.ndarray):
+        return ("array", key.dtype.str, key.shape, key.tobytes())
+    if isinstance(key, (tuple, list)):
+        return (type(key).__name__, *(_selection_id(k) for k in key))
+    return repr(key)
