@@ -200,7 +200,7 @@ def _batched(source: _Source, o: ReadOptions, examples):
         ds = _unbatch(examples, source.chosen)
         if source.ragged:
             ds = ds.map(_dense_example)
-    elif source.ragged:
+    elif any(f.variable for f in source.chosen):
         ds = _unbatch(examples, source.chosen).ragged_batch(
             o.batch_size, drop_remainder=o.drop_remainder
         )

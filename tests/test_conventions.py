@@ -242,13 +242,15 @@ def test_sparse_rows_read_dense_one_at_a_time_and_selected(tmp_path, convert_h5)
     pytest.importorskip("anndata")
     path = tmp_path / "cells.h5ad"
     expected = write_anndata(path)
-    out = convert_h5(path, features={"X": "/X"}, rows="10:200:3")
+    out = convert_h5(path, features={"X": "/X"}, rows="10:200:3", rows_per_record=5)
     rows = np.arange(10, 200, 3)
     dense = load_all(out, sparse="dense")["X"]
     assert dense.dtype == np.float32 and np.array_equal(dense, expected["X"][rows].toarray())
     shuffled = load_all(out, shuffle=True, seed=1, sparse="dense")["X"]
     order = [int(np.flatnonzero((dense == row).all(1))[0]) for row in shuffled]
     assert sorted(order) == list(range(rows.size)) and order != sorted(order)
+    sizes = [int(b["X"].dense_shape[0]) for b in reader.load(out, batch_size=7)]
+    assert sizes == [7] * (rows.size // 7) + [rows.size % 7]  # whole batches across records
     first = next(iter(reader.load(out)))["X"]
     assert isinstance(first, tf.SparseTensor) and first.dense_shape.numpy().tolist() == [200]
     assert np.array_equal(tf.sparse.to_dense(first).numpy(), expected["X"][10].toarray()[0])
