@@ -8,6 +8,7 @@ copy mode and in ``--mode auto``.
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import hypothesis
@@ -407,3 +408,48 @@ def test_fields_share_a_read_only_of_the_very_same_selection():
         with shared_reads():
             assert a[first][1000] == 2000 and a[second][1000] == 2001
             assert b[first][1000] == -2000 and a[10:20].tolist() == list(range(10, 20))
+
+
+def test_fields_of_tables_with_variable_length_members_are_copied_not_referenced(
+    tmp_path, convert_h5
+):
+    # h5py's dtype packs a vlen string as an 8-byte pointer; the file stores 16 bytes:
+    # byte offsets taken from the dtype would read the wrong bytes.
+    dtype = np.dtype([("a", "<i4"), ("s", h5py.string_dtype()), ("b", "<f8")])
+    table = np.zeros(20, dtype)
+    table["a"], table["s"], table["b"] = np.arange(20), [f"s{i}" for i in range(20)], 1.5
+    for layout in ({}, {"chunks": (5,)}):
+        path = tmp_path / f"vlen{len(layout)}.h5"
+        with h5py.File(path, "w") as h5:
+            h5.create_dataset("t", data=table, **layout)
+        out = convert_h5(path, features={"t": "/t"}, mode="auto")
+        got = load_all(out)
+        assert np.array_equal(got["t_a"], table["a"]) and np.array_equal(got["t_b"], table["b"])
+        assert set(storages(out).values()) == {"copy"}
+
+
+def test_odd_compound_names_and_malformed_groups_get_one_line_errors(tmp_path, convert_h5):
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as h5:
+        h5["slash"] = np.array([(1, 2.0)] * 4, [("a/b", "<i4"), ("c", "<f4")])
+        h5["a[1]"] = np.arange(4)  # a dataset whose name ends in [..] is itself
+        h5["scalar"] = np.array((np.arange(3.0), 1), [("v", "<f8", (3,)), ("k", "<i4")])
+        h5["y"] = np.arange(3)
+    got = load_all(convert_h5(path, features={"s": "/slash", "x": "/a[1]"}))
+    assert got["s_a_b"].tolist() == [1] * 4 and got["x"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(SchemaError, match=r"dataset /scalar\[v\] in odd.h5 is scalar"):
+        convert_h5(path, features={"v": "/scalar[v]", "y": "/y"})
+    cases = {
+        "shape": ("3,5", "attribute 'shape' is"),
+        "negative": ((3, -2), "do not agree with shape (3, -2)"),
+        "strings": ((3, 5), "CSR data of dtype |S1 is not numeric"),
+    }
+    for name, (shape, message) in cases.items():
+        bad = tmp_path / f"{name}.h5"
+        with h5py.File(bad, "w") as h5:
+            group = h5.create_group("X")
+            group["data"] = np.array([b"a", b"b"]) if name == "strings" else np.ones(2, "f4")
+            group["indices"], group["indptr"] = np.array([0, 1]), np.array([0, 1, 2, 2])
+            group.attrs["shape"] = shape
+        with pytest.raises(SchemaError, match=re.escape(message)):
+            convert_h5(bad, features={"X": "/X"})

@@ -112,7 +112,11 @@ def _describe_fields(ds: h5py.Dataset, source: str, pad: str) -> list[str]:
     """One line per leaf field of a compound dataset: dtype, shape, referenceable."""
     lines = []
     for field in leaf_fields(ds.dtype):
-        column = FieldColumn(ds, field)
+        try:
+            column = FieldColumn(ds, field)
+        except Hdf5ToRecordsError as exc:
+            lines.append(f"{pad}[{field}]  NOT CONVERTIBLE: {str(exc).split(': ', 1)[-1]}")
+            continue
         parts = [f"{pad}[{field}]", _dtype_name(column.dtype)]
         if column.subshape:
             parts.append(str(column.subshape))

@@ -55,7 +55,12 @@ def probe(ds: h5py.Dataset | FieldColumn, source: str) -> Reference | str:
     if isinstance(ref, str):
         return ref
     file_type = ds.dataset.id.get_type()
-    if file_type.get_size() != ds.dataset.dtype.itemsize:
+    if not _fixed_size(file_type):
+        return "its records hold variable-length members (stored elsewhere in the file)"
+    if (
+        file_type.get_size() != ds.dataset.dtype.itemsize
+        or _file_offset(file_type, ds.parts) != ds.offset
+    ):
         return "its records are laid out differently in the file than in memory"
     return dataclasses.replace(
         ref,
@@ -63,6 +68,30 @@ def probe(ds: h5py.Dataset | FieldColumn, source: str) -> Reference | str:
         field_offset=int(ds.offset),
         field_shape=tuple(int(d) for d in ds.subshape),
     )
+
+
+def _fixed_size(tid) -> bool:
+    """Whether an HDF5 type's values live in the record itself (no heap references)."""
+    kind = tid.get_class()
+    if kind in (h5py.h5t.VLEN, h5py.h5t.REFERENCE):
+        return False
+    if kind == h5py.h5t.STRING:
+        return not tid.is_variable_str()
+    if kind == h5py.h5t.COMPOUND:
+        return all(_fixed_size(tid.get_member_type(i)) for i in range(tid.get_nmembers()))
+    if kind == h5py.h5t.ARRAY:
+        return _fixed_size(tid.get_super())
+    return True
+
+
+def _file_offset(tid, parts: list[str]) -> int:
+    """The byte offset of a field in the file's record type (its members' offsets)."""
+    offset = 0
+    for part in parts:
+        index = tid.get_member_index(part.encode())
+        offset += tid.get_member_offset(index)
+        tid = tid.get_member_type(index)
+    return offset
 
 
 def _probe_layout(

@@ -42,20 +42,35 @@ def leaf_fields(dtype: np.dtype, prefix: str = "") -> list[str]:
     return out
 
 
-def field_of(dtype: np.dtype, field: str, *, where: str) -> tuple[np.dtype, int]:
-    """The dtype of field path ``field`` of compound ``dtype`` and its byte offset.
+def field_parts(dtype: np.dtype, field: str) -> list[str] | None:
+    """The member names along field path ``field`` (``"pos/x"`` -> ``["pos", "x"]``); a
+    name that itself holds ``/`` matches whole first. None if there is no such field."""
+    if dtype.names is None:
+        return None
+    if field in dtype.names:
+        return [field]
+    for name in dtype.names:
+        if field.startswith(name + "/"):
+            rest = field_parts(dtype.fields[name][0], field[len(name) + 1 :])
+            if rest is not None:
+                return [name, *rest]
+    return None
+
+
+def field_of(dtype: np.dtype, field: str, *, where: str) -> tuple[np.dtype, int, list[str]]:
+    """The dtype of field path ``field`` of compound ``dtype``, its byte offset, and the
+    member names along the path.
 
     Raises:
         SchemaError: the dataset is not compound, or has no such field (naming those it has).
     """
     if dtype.names is None:
         raise SchemaError(f"{where}: [{field}] selects a field, but the dataset is not compound")
+    parts = field_parts(dtype, field)
+    if parts is None:
+        raise SchemaError(f"{where}: no field {field!r}; it has {', '.join(leaf_fields(dtype))}")
     offset, current = 0, dtype
-    for part in field.split("/"):
-        if current.names is None or part not in current.names:
-            raise SchemaError(
-                f"{where}: no field {field!r}; it has {', '.join(leaf_fields(dtype))}"
-            )
+    for part in parts:
         current, at = current.fields[part][:2]
         offset += at
     if current.names is not None:
@@ -63,7 +78,7 @@ def field_of(dtype: np.dtype, field: str, *, where: str) -> tuple[np.dtype, int]
             f"{where}: field {field!r} is itself compound; select one of "
             f"{', '.join(field + '/' + f for f in leaf_fields(current))}"
         )
-    return current, offset
+    return current, offset, parts
 
 
 class FieldColumn:
@@ -78,9 +93,9 @@ class FieldColumn:
         self.dataset = dataset
         self.field = field
         where = where or f"dataset {dataset.name}"
-        field_dtype, self.offset = field_of(dataset.dtype, field, where=where)
+        field_dtype, self.offset, self.parts = field_of(dataset.dtype, field, where=where)
         self.field_dtype = field_dtype  # with its sub-array shape, if any
-        self.dtype = np.dtype(bool) if _pytables_bool(dataset, field) else field_dtype.base
+        self.dtype = np.dtype(bool) if _pytables_bool(dataset, self.parts) else field_dtype.base
         self.subshape = tuple(field_dtype.shape)
         self.shape = tuple(dataset.shape) + self.subshape
         self.ndim = len(self.shape)
@@ -91,7 +106,7 @@ class FieldColumn:
 
     def __getitem__(self, key) -> np.ndarray:
         values = _records(self.dataset, key)
-        for part in self.field.split("/"):
+        for part in self.parts:
             values = values[part]
         return np.asarray(values)
 
@@ -99,13 +114,13 @@ class FieldColumn:
         dest[...] = self[source_sel if source_sel is not None else ()]
 
 
-def _pytables_bool(dataset: h5py.Dataset, field: str) -> bool:
+def _pytables_bool(dataset: h5py.Dataset, parts: list[str]) -> bool:
     """A PyTables ``BoolCol``: stored as an 8-bit bitfield, which h5py reads as uint8.
     Only PyTables' own tables are trusted to hold nothing but 0 and 1 in it."""
     if dataset.attrs.get("CLASS") not in (b"TABLE", "TABLE"):
         return False
     member = dataset.id.get_type()
-    for part in field.split("/"):
+    for part in parts:
         member = member.get_member_type(member.get_member_index(part.encode()))
     if member.get_class() == h5py.h5t.ARRAY:  # pandas' value blocks: arrays of columns
         member = member.get_super()

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SchemaError, UnsupportedDtype
 from ..format.dtypes import StoredType, stored_type
 from ..index.references import Storage
-from .columns import leaf_fields
+from .columns import FieldColumn, leaf_fields
 from .group_columns import SparseMatrix
 from .stage_options import FeatureSpec, check_feature_name
 
@@ -40,6 +40,7 @@ class FeatureSchema:
     enum: tuple[tuple[str, int], ...] | None = None  # HDF5 enum labels, stored as integers
     storage: Storage = "copy"  # "reference": records hold references to the source bytes
     sparse: bool = False  # a CSR matrix's rows: values, "<name>/indices", dense shape
+    table_bytes: int = 0  # a compound field: bytes of its table's whole row, read with it
 
     def example_bytes(self) -> int:
         """Estimated stored bytes of one example, for record and shard sizing.
@@ -86,7 +87,22 @@ def row_schema(spec: FeatureSpec, ds: h5py.Dataset, where: str) -> FeatureSchema
         mean_item_bytes=_sample_string_bytes(ds) if stored.encoding == "bytes" else None,
         enum=enum_labels(ds.dtype) if mean is None else None,
         sparse=isinstance(ds, SparseMatrix),
+        table_bytes=_table_bytes(ds),
     )
+
+
+def _table_bytes(ds) -> int:
+    if not isinstance(ds, FieldColumn):
+        return 0
+    return int(ds.dataset.dtype.itemsize * np.prod(ds.dataset.shape[1:], dtype=np.int64))
+
+
+def read_row_bytes(features: tuple[FeatureSchema, ...]) -> int:
+    """Bytes read per example: a compound table's whole row counts once for all the
+    fields taken from it (h5py reads its records whole)."""
+    tables = {f.source.split("[")[0]: f.table_bytes for f in features if f.table_bytes}
+    rest = sum(f.example_bytes() for f in features if not f.table_bytes)
+    return max(1, rest + sum(tables.values()))
 
 
 def _sample_rows(n: int, samples: int = 256) -> np.ndarray:

@@ -66,7 +66,7 @@ class SparseMatrix:
         self.dtype = self.data.dtype
         self.parts = (self.data, self.indices, self.indptr)
         rows = self.indptr.shape[0] - 1 if self.indptr.ndim == 1 else -1
-        declared = _declared_shape(group)
+        declared = _declared_shape(group, where)
         if declared is None and shape is None:
             raise SchemaError(
                 f"{where} is a CSR matrix (data, indices, indptr) without a shape "
@@ -79,6 +79,7 @@ class SparseMatrix:
         self.chunks = None
         if (
             len(self.shape) != 2
+            or min(self.shape) < 0
             or self.shape[0] != rows
             or self.data.ndim != 1
             or self.indices.shape != self.data.shape
@@ -89,6 +90,8 @@ class SparseMatrix:
             )
         if self.indices.dtype.kind not in "iu" or self.indptr.dtype.kind not in "iu":
             raise SchemaError(f"{where}: CSR indices and indptr must be integers")
+        if self.data.dtype.kind not in "biuf":
+            raise SchemaError(f"{where}: CSR data of dtype {self.data.dtype} is not numeric")
 
     @property
     def mean_nonzeros(self) -> float:
@@ -141,10 +144,13 @@ def _sort_rows(indices: np.ndarray, values: np.ndarray, starts: np.ndarray, wher
             )
 
 
-def _declared_shape(group: h5py.Group) -> tuple[int, ...] | None:
+def _declared_shape(group: h5py.Group, where: str) -> tuple[int, ...] | None:
     for key in ("shape", "h5sparse_shape"):
         if key in group.attrs:
-            return tuple(int(d) for d in np.asarray(group.attrs[key]).ravel())
+            value = np.asarray(group.attrs[key])
+            if value.dtype.kind not in "iu" or value.ndim != 1:
+                raise SchemaError(f"{where}: attribute {key!r} is {value!r}, not (rows, columns)")
+            return tuple(int(d) for d in value)
     return None
 
 
@@ -156,7 +162,12 @@ class CategoricalColumn:
         self.codes = group["codes"]
         if self.codes.dtype.kind not in "iu":
             raise SchemaError(f"{where}: categorical codes must be integers")
-        categories = [_text(c) for c in group["categories"][()].tolist()]
+        stored = group["categories"]
+        if stored.shape is None or len(stored.shape) != 1:
+            raise SchemaError(f"{where}: categorical categories must be a 1-D dataset")
+        categories = [_text(c) for c in np.asarray(stored[()]).tolist()]
+        if len(set(categories)) != len(categories):
+            raise SchemaError(f"{where}: categorical categories are not unique")
         mapping = {label: code for code, label in enumerate(categories)}
         self.dtype = h5py.enum_dtype(mapping, basetype=self.codes.dtype)
         self.shape, self.ndim = self.codes.shape, self.codes.ndim

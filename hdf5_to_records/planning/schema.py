@@ -22,6 +22,7 @@ from ..errors import SchemaError, SelectionError
 from ..format.dtypes import stored_type
 from ..format.reference import Reference
 from ..index.references import probe
+from .columns import FieldColumn
 from .features import (
     FeatureSchema,
     Shape,
@@ -118,7 +119,7 @@ def _scan_rows(options: SourceOptions, paths: list[str], row_spec: RowSpec | Non
             for spec in features:
                 ds = datasets[spec.name]
                 where = f"feature {spec.name!r}: dataset {spec.path} in {name}"
-                if ds.ndim == 0:
+                if ds.ndim == 0 or (isinstance(ds, FieldColumn) and ds.dataset.ndim == 0):
                     raise SchemaError(
                         f"{where} is scalar; row features need at least one axis "
                         "(use --groups for one example per group)"

@@ -120,7 +120,7 @@ def get_dataset(
             sparse matrix that cannot be read by rows.
     """
     dataset_path, field = split_field(path)
-    if field is not None:
+    if field is not None and _missing(h5obj, path):  # a name ending in [..] is itself
         ds = get_dataset(h5obj, dataset_path, where=where, option=option)
         return FieldColumn(ds, field, where=f"{option}: dataset {ds.name} in {where}")
     try:
@@ -150,6 +150,13 @@ def get_dataset(
             ", ..." if len(existing) > 5 else ""
         )
     raise DatasetNotFound(f"{option}: dataset {path!r} not found in {where}{hint}")
+
+
+def _missing(h5obj: h5py.Group, path: str) -> bool:
+    try:
+        return h5obj.get(path) is None
+    except (KeyError, OSError, ValueError):
+        return True
 
 
 def _broken_link(h5obj: h5py.Group, path: str) -> str | None:

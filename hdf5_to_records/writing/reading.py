@@ -20,6 +20,7 @@ from ..format.record_keys import INDICES_SUFFIX
 from ..format.reference import Reference
 from ..index.references import ChunkTable
 from ..planning.columns import shared_reads
+from ..planning.features import read_row_bytes
 from ..planning.group_columns import SparseMatrix
 from ..planning.limits import DEFAULT_LIMITS, WINDOW_BYTES, Limits
 from ..planning.schema import FeatureSchema, SourceSet
@@ -52,7 +53,7 @@ class ShardReader:
         self._limits = limits
         self._features = features
         self._files: dict[int, h5py.File] = {}
-        self._row_bytes = max(1, sum(f.example_bytes() for f in features))
+        self._row_bytes = read_row_bytes(features)
         self._chunk_rows = np.array([f.chunk_rows for f in sources.files], np.int64)
         self._buffers: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
         self._chunk_tables: dict[tuple[int, str], ChunkTable] = {}
