@@ -435,8 +435,11 @@ def test_odd_compound_names_and_malformed_groups_get_one_line_errors(tmp_path, c
         h5["a[1]"] = np.arange(4)  # a dataset whose name ends in [..] is itself
         h5["scalar"] = np.array((np.arange(3.0), 1), [("v", "<f8", (3,)), ("k", "<i4")])
         h5["y"] = np.arange(3)
+        h5["g/inner"] = np.arange(3)
     got = load_all(convert_h5(path, features={"s": "/slash", "x": "/a[1]"}))
     assert got["s_a_b"].tolist() == [1] * 4 and got["x"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(SchemaError, match=r"\[v\] selects a field, but '/g' in odd.h5 is a group"):
+        convert_h5(path, features={"v": "/g[v]"})
     with pytest.raises(SchemaError, match=r"dataset /scalar\[v\] in odd.h5 is scalar"):
         convert_h5(path, features={"v": "/scalar[v]", "y": "/y"})
     cases = {

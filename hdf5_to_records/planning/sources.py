@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import h5py
 
-from ..errors import DatasetNotFound, FilterUnavailable, SourceNotFound, SourceUnreadable
+from ..errors import (
+    DatasetNotFound,
+    FilterUnavailable,
+    SchemaError,
+    SourceNotFound,
+    SourceUnreadable,
+)
 from .columns import FieldColumn, split_field
 from .group_columns import SparseMatrix, open_group_column
 
@@ -121,6 +127,11 @@ def get_dataset(
     """
     dataset_path, field = split_field(path)
     if field is not None and _missing(h5obj, path):  # a name ending in [..] is itself
+        if not _missing(h5obj, dataset_path) and isinstance(h5obj[dataset_path], h5py.Group):
+            raise SchemaError(
+                f"{option}: [{field}] selects a field, but {dataset_path!r} in {where} is a "
+                "group, not a compound dataset"
+            )
         ds = get_dataset(h5obj, dataset_path, where=where, option=option)
         return FieldColumn(ds, field, where=f"{option}: dataset {ds.name} in {where}")
     try:

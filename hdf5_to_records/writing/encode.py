@@ -139,11 +139,7 @@ def encode_block(
                     _bytes_feature([_as_bytes(x) for v in items for x in v.ravel().tolist()])
                 ]
             else:
-                flat = (
-                    np.concatenate([v.ravel() for v in items])
-                    if items
-                    else np.empty(0, feature.stored.memory)
-                )
+                flat = _joined([v.ravel() for v in items], feature.stored.memory)
                 entries[feature.name] = _raw_bytes_feature(flat, feature.stored.memory)
         elif feature.stored.encoding == "bytes":
             entries[feature.name] = [
