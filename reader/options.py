@@ -38,6 +38,7 @@ class ReadOptions:
     supervised: tuple[str | Sequence[str], str | Sequence[str]] | None = None
     shuffle: bool = False
     shuffle_buffer: int | None = None
+    window_bytes: int | None = None  # indexed shards: decoded bytes per shuffle window
     seed: int | None = None
     repeat: int | bool | None = None
     drop_remainder: bool = False
@@ -126,6 +127,12 @@ def _check_local(o: ReadOptions) -> None:
         raise UsageError("shuffle_buffer= needs shuffle=True")
     if o.shuffle_buffer is not None and o.shuffle_buffer < 1:
         raise UsageError(f"shuffle_buffer must be >= 1, got {o.shuffle_buffer}")
+    if o.window_bytes is not None and (
+        isinstance(o.window_bytes, bool)
+        or not isinstance(o.window_bytes, int)
+        or o.window_bytes < 1
+    ):
+        raise UsageError(f"window_bytes must be a number of bytes >= 1, got {o.window_bytes!r}")
     if o.seed is not None and not o.shuffle:
         raise UsageError("seed= has no effect without shuffle=True")
     if isinstance(o.max_open_files, bool) or not isinstance(o.max_open_files, int):

@@ -24,6 +24,8 @@ from hdf5_to_records.index.spans import SpanReader
 from .decode import make_decoder, sparse_rows
 from .files import check_shards, worker_shards
 from .options import ReadOptions
+from .random_access import indexed_elements
+from .record_table import indexed
 from .records import shard_records
 from .service import distribute
 
@@ -31,7 +33,8 @@ tf = import_tensorflow()
 
 READ_BUFFER_BYTES = 1 << 20  # per open shard: one ~1 MiB record per read; 16 MiB cost 180 MB RSS
 DECODE_BYTES = 4 << 20  # at least this much decoded per call, so small rows batch up
-DEFAULT_SHUFFLE_EXAMPLES = 10_000  # record shuffle buffer, in examples
+DEFAULT_SHUFFLE_EXAMPLES = 10_000  # streamed shards: record shuffle buffer, in examples
+STREAM_SHUFFLE_BYTES = 256 << 20  # ... and at most this many bytes of records
 SHUFFLE_RECORDS_PER_CALL = 4  # index mode, shuffled: records decoded (and mixed) together
 
 
@@ -77,6 +80,8 @@ def load(
         raise UsageError("pass options= or keyword options, not both")
     o = options if options is not None else ReadOptions.from_keywords(keywords)
     source = _open(path, split, o)
+    if _random_access(source, o):
+        return _finish_indexed(source, o)
     records = _records(source, o)
     if o.address is not None:
         return _through_service(source, records, o)
@@ -127,6 +132,32 @@ def _open(path: str, split: str, o: ReadOptions) -> _Source:
     return _Source(spec, chosen, shards, spans, per_call)
 
 
+def _random_access(source: _Source, o: ReadOptions) -> bool:
+    """Whether to read by position: every shard has a record index (uncompressed and
+    converted by 0.15 or later), and neither a service nor a cache is asked for, which
+    read the shards as streams."""
+    return o.address is None and not o.cache and indexed(source.shards)
+
+
+def _finish_indexed(source: _Source, o: ReadOptions):
+    """The caller's elements, read by position (:mod:`reader.random_access`), with a
+    checkpoint that is the position alone."""
+    seed = o.seed
+    if o.shuffle and seed is None:  # a fresh order each run, as asked
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+    elements, depth, _ = indexed_elements(source, o, seed)
+    ds = _finished(source, o, elements)
+    num_examples = sum(s.num_examples for s in source.shards)
+    per_epoch = _cardinality(num_examples, o.batch_size, o.drop_remainder)
+    count = tf.data.INFINITE_CARDINALITY if o.epochs is None else per_epoch * o.epochs
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count)).prefetch(depth)
+    options = _tf_options(o)
+    # Every op above keeps its order, and the reads are marked stateless: a checkpoint
+    # then holds the position of the stream of windows, not buffered data.
+    options.experimental_symbolic_checkpoint = True
+    return ds.with_options(options)
+
+
 def _cache_decoded(source: _Source, o: ReadOptions) -> bool:
     """Index-mode records are references: caching them would still read every source
     byte each epoch, so the decoded examples are cached instead."""
@@ -163,7 +194,16 @@ def _records(source: _Source, o: ReadOptions):
         records = records.cache(o.cache if isinstance(o.cache, str) else "")
     if o.shuffle and not cache_decoded:
         buffer_examples = o.shuffle_buffer or DEFAULT_SHUFFLE_EXAMPLES
-        buffer_records = max(2, math.ceil(buffer_examples / source.spec.rows_per_record))
+        record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(
+            1, sum(_record_count(s, source.spec.rows_per_record) for s in shards)
+        )
+        buffer_records = max(
+            2,
+            min(
+                math.ceil(buffer_examples / source.spec.rows_per_record),
+                int(STREAM_SHUFFLE_BYTES // record_bytes),
+            ),
+        )
         records = records.shuffle(buffer_records, seed=o.seed, reshuffle_each_iteration=True)
     return records
 
@@ -206,6 +246,12 @@ def _batched(source: _Source, o: ReadOptions, examples):
         )
     else:
         ds = examples.rebatch(o.batch_size, drop_remainder=o.drop_remainder)
+    return _finished(source, o, ds)
+
+
+def _finished(source: _Source, o: ReadOptions, ds):
+    """Batches (or examples) -> the caller's elements: sparse tensors, ``supervised``
+    pairs, ``map_fn``."""
     if any(f.sparse for f in source.chosen):
         ds = ds.map(
             sparse_rows(source.chosen, dense=o.sparse == "dense", batched=o.batch_size is not None)

@@ -65,9 +65,9 @@ def test_choose_num_shards(examples, nbytes, shard_bytes, num_shards, min_shards
 
 @pytest.mark.parametrize(
     "example_bytes, expected",
-    [(64, 16384), (147456 + 4096, 6), (2 << 20, 1), (0, 1)],
+    [(64, 16384), (60_000, 17), (147456 + 4096, 1), (2 << 20, 1), (0, 1)],
 )
-def test_rows_per_record_targets_one_mib(example_bytes, expected):
+def test_rows_per_record_targets_one_mib_and_one_large_row(example_bytes, expected):
     assert choose_rows_per_record(example_bytes) == expected
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import Hdf5ToRecordsError
 from ..format.dataset_spec import spec_of
 from ..format.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_dir
+from ..format.naming import index_name
 from ..planning.config import default_workers
 from .verify_report import Problem, Report
 from .verify_shards import READ_BLOCK, Expected, Sampling, ShardCheck
@@ -111,7 +112,8 @@ def _verify(directory, report, deep, sample, seed, progress, read_block) -> None
 def _stray_files(directory: str, manifest: Manifest) -> list[Problem]:
     if "://" in directory:
         return []
-    listed = {s.file for info in manifest.splits.values() for s in info.shards}
+    shards = [s for info in manifest.splits.values() for s in info.shards]
+    listed = {s.file for s in shards} | {index_name(s.file) for s in shards if s.index_sha256}
     listed.add(MANIFEST_NAME)
     return [
         Problem(name, "stray file: not listed in the manifest")

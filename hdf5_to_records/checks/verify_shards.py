@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Hdf5ToRecordsError, SourceChanged
+from ..errors import Hdf5ToRecordsError, ShardCorrupt, SourceChanged
 from ..format.dtypes import from_stored
 from ..format.manifest import Manifest
+from ..format.naming import index_name
 from ..format.proto import FrameReader, FramingError, parse_example
+from ..format.record_index import FRAMING_BYTES, RecordIndex, expand_runs, index_digest
 from ..format.record_keys import INDICES_SUFFIX
 from .verify_report import Problem, Report
 
@@ -90,6 +92,7 @@ class ShardCheck:
         self.sampling, self.report, self.progress = sampling, report, progress
         self.name = entry.file
         self.shown = self.hidden = 0
+        self.layout: list[tuple[int, int]] = []  # (framed size, examples) of each record
 
     def problem(self, message: str, record: int | None = None) -> None:
         self.shown += 1
@@ -117,7 +120,9 @@ class ShardCheck:
                     try:
                         data = inflate.decompress(block) if inflate is not None else block
                         for record in framing.feed(data):
-                            examples += self._record(records, record, examples)
+                            n = self._record(records, record, examples)
+                            self.layout.append((len(record) + FRAMING_BYTES, n))
+                            examples += n
                             records += 1
                     except (FramingError, zlib.error) as exc:
                         self.problem(f"bad TFRecord framing: {exc}", records)
@@ -150,6 +155,38 @@ class ShardCheck:
             self.problem(f"{records} records, the manifest says {self.entry.num_records}")
         if examples != self.entry.num_examples:
             self.problem(f"{examples} examples, the manifest says {self.entry.num_examples}")
+        if self.entry.index_sha256 is not None and not broken:
+            self._check_index(path)
+
+    def _check_index(self, path: str) -> None:
+        """The record index against its sha256, the framing just read, and the counts."""
+        where = index_name(path)
+        try:
+            with open(where, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            self.problem(f"record index {index_name(self.name)}: {exc.strerror or exc}")
+            return
+        if index_digest(data) != self.entry.index_sha256:
+            self.problem(f"record index {index_name(self.name)}: sha256 differs from the manifest")
+        try:
+            index = RecordIndex.parse(data, index_name(self.name))
+        except ShardCorrupt as exc:
+            self.problem(str(exc))
+            return
+        sizes = [size for size, _ in self.layout]
+        framed = RecordIndex.of_sizes(sizes)
+        if len(index.sizes) != len(sizes) or not (
+            np.array_equal(index.offsets, framed.offsets)
+            and np.array_equal(index.sizes, framed.sizes)
+        ):
+            self.problem(
+                f"record index {index_name(self.name)} does not match the shard's framing "
+                f"({len(index.sizes)} entries, {len(sizes)} records)"
+            )
+        counts = [n for _, n in self.layout]
+        if not np.array_equal(expand_runs(self.entry.record_examples), counts):
+            self.problem("the manifest's record_examples do not match the records' counts")
 
     def _record(self, index: int, record: memoryview, position: int) -> int:
         """Check one record; return its example count (0 if it does not parse)."""

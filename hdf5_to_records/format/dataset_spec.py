@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..errors import UnknownName
 from .manifest import Manifest, load_manifest, manifest_dir
 from .manifest_entries import FeatureEntry, SourceEntry
+from .naming import index_name
 from .record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 
 FeatureInfo = FeatureEntry  # the name the reader has always used
@@ -21,6 +22,12 @@ class ShardInfo:
     num_bytes: int
     sha256: str
     num_records: int = 0
+    index_sha256: str | None = None  # the record index PATH.idx, if the shard has one
+    record_examples: tuple[tuple[int, int], ...] = ()  # examples per record, as runs
+
+    @property
+    def index_path(self) -> str:
+        return index_name(self.path)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,14 @@ def spec_of(manifest: Manifest, directory: str) -> DatasetSpec:
         {
             name: tuple(
                 ShardInfo(
-                    _join(directory, s.file), s.num_examples, s.num_bytes, s.sha256, s.num_records
-                )
+                    _join(directory, s.file),
+                    s.num_examples,
+                    s.num_bytes,
+                    s.sha256,
+                    s.num_records,
+                    s.index_sha256,
+                    s.record_examples,
+                )  # fmt: skip
                 for s in split.shards
             )
             for name, split in manifest.splits.items()

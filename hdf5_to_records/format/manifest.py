@@ -45,6 +45,10 @@ class ShardEntry:
     sha256: str
     shapes: dict[str, list[int | None]] = field(default_factory=dict)
     fingerprint: str | None = None
+    # The record index ``FILE.idx`` (format/record_index.py): its sha256, and the
+    # examples of each record as [[count, times], ...]. None: no index (gzip, or older).
+    index_sha256: str | None = None
+    record_examples: tuple[tuple[int, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -55,6 +59,9 @@ class ShardEntry:
             "sha256": self.sha256,
             "shapes": self.shapes,
         }
+        if self.index_sha256 is not None:
+            out["index_sha256"] = self.index_sha256
+            out["record_examples"] = [list(run) for run in self.record_examples]
         return out if self.fingerprint is None else {**out, "fingerprint": self.fingerprint}
 
     @classmethod
@@ -64,15 +71,40 @@ class ShardEntry:
         if "/" in file or file.startswith("."):
             raise ManifestError(f"bad shard name {file!r}")
         shapes = check.obj(data.get("shapes", {}), f"{where}.shapes")
+        index_sha256 = check.optional_text(data.get("index_sha256"), f"{where}.index_sha256")
+        runs = _record_runs(data.get("record_examples", []), f"{where}.record_examples")
+        num_examples = check.count(
+            check.field(data, "num_examples", where), f"{where}.num_examples"
+        )
+        num_records = check.count(data.get("num_records", 0), f"{where}.num_records")
+        if index_sha256 is not None and (
+            sum(c * t for c, t in runs) != num_examples or sum(t for _, t in runs) != num_records
+        ):
+            raise Malformed(
+                f"{where}.record_examples: its runs do not add up to {num_examples} examples "
+                f"in {num_records} records"
+            )
         return cls(
             file,
-            check.count(check.field(data, "num_examples", where), f"{where}.num_examples"),
-            check.count(data.get("num_records", 0), f"{where}.num_records"),
+            num_examples,
+            num_records,
             check.count(check.field(data, "num_bytes", where), f"{where}.num_bytes"),
             check.text(check.field(data, "sha256", where), f"{where}.sha256"),
             {k: list(check.shape(v, f"{where}.shapes")) for k, v in shapes.items()},
             check.optional_text(data.get("fingerprint"), f"{where}.fingerprint"),
+            index_sha256,
+            runs if index_sha256 is not None else (),
         )
+
+
+def _record_runs(value: Any, where: str) -> tuple[tuple[int, int], ...]:
+    runs = []
+    for i, run in enumerate(check.array(value, where)):
+        run = check.array(run, f"{where}[{i}]")
+        if len(run) != 2:
+            raise Malformed(f"{where}[{i}]: expected [count, times], got {run!r}")
+        runs.append((check.count(run[0], f"{where}[{i}]"), check.count(run[1], f"{where}[{i}]")))
+    return tuple(runs)
 
 
 @dataclass(frozen=True)

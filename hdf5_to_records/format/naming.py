@@ -17,6 +17,7 @@ _SHARD_RE = re.compile(
     r"\.tfrecord-(?P<index>\d{5,})-of-(?P<num>\d{5,})$"
 )
 TEMP_SUFFIX = ".incomplete"
+INDEX_SUFFIX = ".idx"  # a shard's record index (DALI's tfrecord2idx names it so too)
 _PART_RE = re.compile(r"^\.hdf5-to-records-task-\d{5,}-of-\d{5,}\.json$")
 
 
@@ -93,6 +94,11 @@ def part_name(index: int, count: int) -> str:
     return f".hdf5-to-records-task-{index:05d}-of-{count:05d}.json"
 
 
+def index_name(shard_filename: str) -> str:
+    """The record index file of a shard: ``SHARD.idx`` beside it."""
+    return shard_filename + INDEX_SUFFIX
+
+
 def is_part_file(filename: str) -> bool:
     return _PART_RE.match(filename) is not None
 
@@ -101,4 +107,6 @@ def is_output_file(filename: str) -> bool:
     """Whether a file in an output directory was written by this tool (any dataset name)."""
     if filename.endswith(TEMP_SUFFIX):
         return True
+    if filename.endswith(INDEX_SUFFIX):
+        filename = filename[: -len(INDEX_SUFFIX)]
     return _SHARD_RE.match(filename) is not None

@@ -9,6 +9,10 @@ import numpy as np
 
 DEFAULT_SHARD_BYTES = 128 << 20  # 128 MiB: large sequential reads, yet many shards to interleave
 DEFAULT_RECORD_BYTES = 1 << 20  # 1 MiB: block records parse at ~4.6M small rows/s (issue 2)
+# One record per example from here: the reader then reads (and shuffles) each example on
+# its own, so a batch of 32 scene rows comes from 32 places, not from 6 records of 6
+# consecutive rows; a record's fixed cost is nothing beside 64 KiB (issue 15).
+LARGE_EXAMPLE_BYTES = 64 << 10
 MAX_RECORD_BYTES = (2 << 30) - (64 << 20)  # protobuf parsers refuse messages >= 2 GiB
 # Index mode: decoded bytes a record aims for (one positioned read and decode per record
 # and feature). reader.load on 10,000 scene rows (151 KB each), examples/s: gzip+shuffle
@@ -55,8 +59,11 @@ def choose_num_shards(
 
 
 def choose_rows_per_record(example_bytes: int, *, record_bytes: int = DEFAULT_RECORD_BYTES) -> int:
-    """Examples per record so that a record holds about ``record_bytes`` (at least 1)."""
+    """Examples per record so that a record holds about ``record_bytes`` (at least 1);
+    examples of ``LARGE_EXAMPLE_BYTES`` or more get a record each."""
     if example_bytes <= 0:
+        return 1
+    if example_bytes >= LARGE_EXAMPLE_BYTES:
         return 1
     return max(1, record_bytes // example_bytes)
 

@@ -101,6 +101,8 @@ def shard_entry(result: ShardResult, fingerprint: str | None) -> ShardEntry:
         result.sha256,
         result.shapes,
         fingerprint,
+        result.index_sha256,
+        tuple(tuple(run) for run in result.record_examples),
     )
 
 
@@ -116,6 +118,8 @@ def shard_state(split: str, index: int, entry: ShardEntry) -> dict[str, Any]:
         "num_bytes": entry.num_bytes,
         "sha256": entry.sha256,
         "shapes": entry.shapes,
+        "index_sha256": entry.index_sha256,
+        "record_examples": [list(run) for run in entry.record_examples],
         "fingerprint": entry.fingerprint,
     }
 

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from .. import fs
 from ..errors import ManifestError, OutputError
 from ..format.manifest import MANIFEST_NAME, load_manifest
-from ..format.naming import TEMP_SUFFIX, is_output_file, is_part_file
+from ..format.naming import TEMP_SUFFIX, index_name, is_output_file, is_part_file
 from ..planning.plan import Plan
 from ..planning.stage_options import OutputOptions
 from .commit import shard_state
@@ -42,7 +42,10 @@ class OutputState:
             if prev is None or prev.get("fingerprint") != spec.fingerprint:
                 continue
             path = fs.join(self._output, spec.filename)
-            if fs.exists(path) and fs.size(path) == prev["num_bytes"]:
+            indexed = prev.get("index_sha256") is None or fs.exists(
+                fs.join(self._output, index_name(spec.filename))
+            )
+            if fs.exists(path) and fs.size(path) == prev["num_bytes"] and indexed:
                 fields = {k: v for k, v in prev.items() if k != "fingerprint"}
                 results.append(ShardResult(**fields))
         return results
@@ -111,6 +114,7 @@ def prepare_output(target: OutputOptions, plan: Plan) -> OutputState:
         state.save()
         fs.remove(fs.join(out, MANIFEST_NAME))
         wanted = {s.filename for s in plan.shards}
+        wanted |= {index_name(name) for name in wanted}
         for name in existing:
             # Task-array parts describe another run's shards: a later finalize must not
             # put them back in charge.

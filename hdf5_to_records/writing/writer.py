@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import fs
 from ..errors import Hdf5ToRecordsError, OutputError
-from ..format.naming import temp_name
+from ..format.naming import INDEX_SUFFIX, index_name, temp_name
+from ..format.record_index import FRAMING_BYTES, RecordIndex, index_digest, run_lengths
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from ..format.reference import Reference
 from ..index.checksums import RangeChecksums
@@ -82,6 +83,10 @@ class ShardResult:
     num_bytes: int
     sha256: str
     shapes: dict[str, list[int | None]] = field(default_factory=dict)
+    # The record index beside the shard (uncompressed shards): its sha256 and the
+    # examples per record as runs (format/record_index.py).
+    index_sha256: str | None = None
+    record_examples: list[list[int]] = field(default_factory=list)
 
 
 def temp_path(job: Job, spec: ShardSpec) -> str:
@@ -105,18 +110,26 @@ def write_shard(
         Hdf5ToRecordsError: from reading, transforming or encoding, with the shard named.
     """
     temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
+    index_temp = temp_path(job, spec) + INDEX_SUFFIX
     observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
+    layout = _RecordLog()
     try:
         with fs.open_write(temp) as raw, RangeChecksums(job.checksum_paths) as checksums:
             sink = BackgroundSink(raw, compress=job.compression == "gzip")
             try:
                 records = _write_records(
-                    job, spec, (reader, checksums), sink, observed, progress, transform
+                    job, spec, (reader, checksums), sink, (observed, layout), progress, transform
                 )
                 size, sha256 = sink.close()
             except BaseException:
                 sink.abandon()
                 raise
+        index_sha256 = None
+        if job.compression != "gzip":
+            # The index goes in place first: a shard never stands without its index.
+            index_sha256 = _write_index(
+                layout, index_temp, fs.join(job.output, index_name(spec.filename))
+            )
         fs.rename(temp, final)
     except Hdf5ToRecordsError as exc:
         raise exc.with_context(f"shard {spec.filename}") from None
@@ -130,18 +143,40 @@ def write_shard(
         ) from None
     finally:
         fs.remove(temp)
+        fs.remove(index_temp)
     shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
+    runs = run_lengths(layout.counts) if index_sha256 is not None else []
     return ShardResult(
-        spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes
-    )
+        spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes,
+        index_sha256, runs,
+    )  # fmt: skip
 
 
-def _write_records(job: Job, spec: ShardSpec, readers, sink, observed, progress,
+@dataclass
+class _RecordLog:
+    """The framed size and example count of each record written, for the index."""
+
+    sizes: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+
+
+def _write_index(layout: _RecordLog, temp: str, final: str) -> str:
+    """Write a shard's record index (temporary name, then renamed); its sha256."""
+    data = RecordIndex.of_sizes(layout.sizes).to_bytes()
+    with fs.open_write(temp) as handle:
+        handle.write(data)
+    fs.rename(temp, final)
+    return index_digest(data)
+
+
+def _write_records(job: Job, spec: ShardSpec, readers, sink, logs, progress,
                    transform) -> int:  # fmt: skip
     """Read the shard's rows window by window, encode them into records and hand the
-    pieces to ``sink``; returns the record count. ``observed`` collects ragged shapes.
-    ``readers``: the shard reader, and the checksums of referenced byte ranges."""
+    pieces to ``sink``; returns the record count. ``logs``: the ragged shapes observed,
+    and the :class:`_RecordLog`. ``readers``: the shard reader, and the checksums of
+    referenced byte ranges."""
     reader = readers[0]
+    observed, layout = logs
     referenced, copied = job.referenced, job.copied
     if referenced:
         sizes = _record_sizes(job, spec)
@@ -162,8 +197,11 @@ def _write_records(job: Job, spec: ShardSpec, readers, sink, observed, progress,
                 sink.write(piece)
             sink.write(suffix)
             records += 1
+            length = piece_length(pieces)
+            layout.sizes.append(length + FRAMING_BYTES)
+            layout.counts.append(count)
             if progress is not None:
-                progress(count, piece_length(pieces))
+                progress(count, length)
 
     pending: collections.deque = collections.deque()
     if not job.read_features:  # nothing to read: every feature is referenced

@@ -1,0 +1,171 @@
+"""The pipeline over shards with a record index: positioned reads in a seeded order.
+
+    range(windows of all epochs) -> read window g (one numpy_function: positioned reads,
+    checked; raw blocks come out as rows, anything else as records that TensorFlow
+    parses) -> cut into batches -> the caller's elements -> prefetch
+
+Window ``g`` is window ``g % W`` of epoch ``g // W`` of :class:`reader.order.EpochOrder`,
+so every element is a pure function of (seed, g): with tf.data's symbolic
+checkpointing the saved state of an iterator is a few counters, whatever the row size
+and however much is prefetched, and a restored iterator goes on with the same batches.
+Memory is bounded in bytes: a window holds about ``window_bytes`` of examples, a few
+windows are read at once, and the prefetch buffer holds about ``PREFETCH_BYTES``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.format.dataset_spec import FeatureInfo
+
+from . import shutdown
+from .decode import make_decoder, tf_dtype
+from .order import EpochOrder
+from .positioned import PositionedReader, RawFeature
+from .record_table import load_table
+
+tf = import_tensorflow()
+
+DEFAULT_WINDOW_BYTES = 32 << 20  # decoded examples per window (the shuffle's reach)
+IN_FLIGHT_BYTES = 128 << 20  # windows read at once: at most this much, at least 2
+PREFETCH_BYTES = 64 << 20  # finished elements buffered ahead of the consumer
+MAX_PREFETCH = 64  # elements, for tiny ones
+UNBATCHED_WINDOW = 256  # examples per window of unbatched one-example records
+
+
+def raw_features(features: tuple[FeatureInfo, ...]) -> tuple[RawFeature, ...] | None:
+    """The features as raw blocks the positioned reader can place itself; None unless
+    every one is a copied, fixed-shape, numeric block."""
+    out = []
+    for f in features:
+        if f.storage != "copy" or f.encoding != "raw" or f.ragged or f.variable or f.sparse:
+            return None
+        stored = np.dtype("u1" if f.dtype == "bool" else f.dtype)
+        out.append(RawFeature(f.name, stored, tuple(f.shape), boolean=f.dtype == "bool"))
+    return tuple(out)
+
+
+def indexed_elements(source, o, seed: int | None):
+    """The batches (or examples) of ``source``'s shards, in the order of ``seed``; the
+    elements per epoch; and the :class:`PositionedReader` (closed with the pipeline)."""
+    table = load_table(source.shards)
+    n = table.num_examples
+    example_bytes = max(1.0, sum(s.num_bytes for s in source.shards) / max(1, n))
+    batch = o.batch_size or 1
+    single = bool((table.count <= 1).all())
+    window_bytes = o.window_bytes or DEFAULT_WINDOW_BYTES
+    if single:  # each example is its own record: the record order already mixes
+        window = batch if o.batch_size else UNBATCHED_WINDOW
+    else:
+        window = batch * max(1, int(window_bytes // (batch * example_bytes)))
+        if o.shuffle_buffer is not None:
+            window = batch * max(1, math.ceil(o.shuffle_buffer / batch))
+    order = EpochOrder(table.count, window, seed if o.shuffle else None)
+    raw = raw_features(source.chosen) if source.spans is None else None
+    reader = PositionedReader(table, raw or ())
+    per_epoch = order.windows_per_epoch
+    total = per_epoch * o.epochs if o.epochs is not None else sys.maxsize
+    calls = o.num_parallel_calls or min(
+        os.cpu_count() or 2, max(2, IN_FLIGHT_BYTES // int(window * example_bytes))
+    )
+    read = _raw_window(order, reader, raw) if raw else _record_window(source, order, reader)
+    windows = tf.data.Dataset.range(total).map(
+        read, num_parallel_calls=calls, deterministic=o.ordered
+    )
+    elements = windows.flat_map(_cut(o.batch_size, o.drop_remainder, source.ragged))
+    depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BYTES // (batch * example_bytes))))
+    return elements, depth, reader
+
+
+def _raw_window(order: EpochOrder, reader: PositionedReader, raw: tuple[RawFeature, ...]):
+    """Window g -> {name: rows}, read straight into arrays by one numpy_function."""
+    shutdown.arm()
+    per_epoch = order.windows_per_epoch
+
+    def read(g):
+        with shutdown.GATE.call():
+            epoch, w = divmod(int(g), per_epoch)
+            window = order.window(epoch, w)
+            arrays = reader.rows(window.records, window.start, window.stop)
+            if window.permutation is not None:
+                arrays = [a[window.permutation] for a in arrays]
+            return arrays
+
+    def window(g):
+        values = tf.numpy_function(read, [g], [tf_dtype(str(f.dtype)) for f in raw], stateful=False)
+        out = {}
+        for feature, value in zip(raw, values):
+            value.set_shape([None, *feature.shape])
+            out[feature.name] = tf.cast(value, tf.bool) if feature.boolean else value
+        return out
+
+    return window
+
+
+def _record_window(source, order: EpochOrder, reader: PositionedReader):
+    """Window g -> decoded examples: the records read (checked) by one numpy_function,
+    parsed and decoded by TensorFlow, then cut to the window and permuted."""
+    shutdown.arm()
+    per_epoch = order.windows_per_epoch
+    decode = make_decoder(source.spec, source.chosen, source.spans)
+
+    def read(g):
+        with shutdown.GATE.call():
+            epoch, w = divmod(int(g), per_epoch)
+            window = order.window(epoch, w)
+            permutation = window.permutation
+            if permutation is None:
+                permutation = np.zeros(0, np.int64)
+            return (
+                reader.records(window.records),
+                np.int64(window.start),
+                np.int64(window.stop),
+                permutation,
+            )
+
+    def window(g):
+        records, start, stop, permutation = tf.numpy_function(
+            read, [g], [tf.string, tf.int64, tf.int64, tf.int64], stateful=False
+        )
+        records.set_shape([None])
+        permutation.set_shape([None])
+        start.set_shape([])
+        stop.set_shape([])
+        examples = {k: v[start:stop] for k, v in decode(records).items()}
+        return tf.cond(
+            tf.size(permutation) > 0,
+            lambda: {k: tf.gather(v, permutation) for k, v in examples.items()},
+            lambda: examples,
+        )
+
+    return window
+
+
+def _cut(batch_size: int | None, drop_remainder: bool, ragged: bool):
+    """A window -> its batches of ``batch_size`` (the last one short unless dropped), or
+    its examples one by one."""
+
+    def cut(window: dict):
+        first = next(iter(window.values()))
+        n = first.nrows() if isinstance(first, tf.RaggedTensor) else tf.shape(first, tf.int64)[0]
+        if batch_size is None:
+            examples = tf.data.Dataset.from_tensor_slices(window)
+            if ragged:
+                examples = examples.map(_dense_example)
+            return examples
+        count = n // batch_size if drop_remainder else (n + batch_size - 1) // batch_size
+        return tf.data.Dataset.range(count).map(
+            lambda i: {k: v[i * batch_size : (i + 1) * batch_size] for k, v in window.items()}
+        )
+
+    return cut
+
+
+def _dense_example(example: dict) -> dict:
+    """A single example is rectangular: ragged components become dense tensors."""
+    return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in example.items()}
