@@ -66,6 +66,7 @@ class _Template:
 
     segments: tuple[tuple[int, int, int], ...]  # (feature index, start, length)
     framing: bytes
+    size: int  # of the framed record
 
 
 class PositionedReader:
@@ -166,9 +167,9 @@ class PositionedReader:
     def _rows_of(self, record: int, count: int, a: int, b: int, flat, done: int) -> None:
         """Rows ``[a, b)`` of one record into ``flat`` from row ``done`` on."""
         template = self._template(record, count)
-        if template is None:
-            return self._walked_rows(record, self.record(record), a, b, flat, done)
         size = int(self.table.size[record])
+        if template is None or template.size != size:  # strings of other lengths, say
+            return self._walked_rows(record, self.record(record), a, b, flat, done)
         scratch = memoryview(bytearray(size - sum(s[2] for s in template.segments)))
         skipped = sum((count - (b - a)) * self.raw[q].row_bytes for q, _, _ in template.segments)
         spare = memoryview(np.empty(skipped, np.uint8))
@@ -231,7 +232,8 @@ class PositionedReader:
             pieces.append(whole[cur : s - HEADER_BYTES])
             cur = s - HEADER_BYTES + n
         pieces.append(whole[cur:])
-        return self._remember(count, _Template(tuple(segments), b"".join(pieces)))
+        framed = length + FRAMING_BYTES
+        return self._remember(count, _Template(tuple(segments), b"".join(pieces), framed))
 
     def _remember(self, count: int, template: _Template | None) -> _Template | None:
         with self._lock:

@@ -159,9 +159,16 @@ def _cut(batch_size: int | None, drop_remainder: bool, ragged: bool):
                 examples = examples.map(_dense_example)
             return examples
         count = n // batch_size if drop_remainder else (n + batch_size - 1) // batch_size
-        return tf.data.Dataset.range(count).map(
-            lambda i: {k: v[i * batch_size : (i + 1) * batch_size] for k, v in window.items()}
-        )
+
+        def batch(i):
+            out = {k: v[i * batch_size : (i + 1) * batch_size] for k, v in window.items()}
+            if drop_remainder:  # every batch is whole: say so, as Dataset.batch does
+                for v in out.values():
+                    if not isinstance(v, tf.RaggedTensor):
+                        v.set_shape([batch_size, *v.shape[1:]])
+            return out
+
+        return tf.data.Dataset.range(count).map(batch)
 
     return cut
 

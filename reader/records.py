@@ -35,9 +35,15 @@ _MESSAGE = re.compile(
 )
 
 
+# ... and of a ShardCorrupt raised by a positioned read (reader/positioned.py).
+_RAISED = re.compile(
+    r"ShardCorrupt: ((?:record|shard) [^\n]*?(?:convert that shard again\)?|\?\)))"
+)
+
+
 def shard_error_message(text: str) -> str | None:
     """The one-line message naming a corrupt shard in a TensorFlow error's text, if any."""
-    found = _MESSAGE.search(text)
+    found = _MESSAGE.search(text) or _RAISED.search(text)
     return found.group(1) if found else None
 
 

@@ -145,7 +145,9 @@ def test_cli_runner_beam(tmp_path, sources):
     assert "wrote 600 examples" in result.output
     assert sorted(os.listdir(out)) == [
         "cli-train.tfrecord-00000-of-00002",
+        "cli-train.tfrecord-00000-of-00002.idx",
         "cli-train.tfrecord-00001-of-00002",
+        "cli-train.tfrecord-00001-of-00002.idx",
         "manifest.json",
     ]
     again = CliRunner().invoke(main, ["convert", *paths, "-o", str(out), "--runner", "beam"])

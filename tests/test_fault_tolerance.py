@@ -306,7 +306,8 @@ def test_two_uninterrupted_runs_are_byte_identical(workdir, reference, tmp_path)
     options = ("--workers", "2", *SLOW)
     assert run(workdir, tmp_path, *options).returncode == 0
     assert_same_output(tmp_path / "out", reference(*options))
-    assert names(tmp_path / "out") == sorted([*SHARDS, MANIFEST_NAME])
+    indexes = [name + ".idx" for name in SHARDS]
+    assert names(tmp_path / "out") == sorted([*SHARDS, *indexes, MANIFEST_NAME])
 
 
 # Complete shards when the run is killed, with at least one more shard being written.

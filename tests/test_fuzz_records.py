@@ -77,7 +77,9 @@ def record_datasets(manifests, tmp_path_factory):
         write_manifest(directories[mode], original)
     out = {}
     for mode, directory in directories.items():
-        shard = sorted(n for n in os.listdir(directory) if ".tfrecord-" in n)[0]
+        shard = sorted(
+            n for n in os.listdir(directory) if ".tfrecord-" in n and not n.endswith(".idx")
+        )[0]
         path = os.path.join(directory, shard)
         out[mode] = (directory, path, read_frames(path))
     return out

@@ -26,6 +26,7 @@ from records import read_split
 
 GOLDEN = Path(__file__).parent / "golden"
 SHARD = "golden-train.tfrecord-00000-of-00001"
+INDEX = SHARD + ".idx"
 PINNED_KEYS = ("format", "format_version", "name", "mode", "compression", "records", "features")
 
 
@@ -53,11 +54,15 @@ def test_golden_shard_and_manifest(tmp_path):
     pinned["splits"] = manifest["splits"]
     for entry in pinned["splits"]["train"]["shards"]:
         entry.pop("fingerprint")  # depends on the temporary source's path and mtime
+    index = (out / INDEX).read_bytes()
     if os.environ.get("H2R_REGEN_GOLDEN"):
         GOLDEN.mkdir(exist_ok=True)
         (GOLDEN / SHARD).write_bytes(shard)
+        (GOLDEN / INDEX).write_bytes(index)
         (GOLDEN / "manifest.json").write_text(json.dumps(pinned, indent=2) + "\n")
     assert shard == (GOLDEN / SHARD).read_bytes()
+    # The record index: DALI's "offset size" lines (format/record_index.py).
+    assert index == (GOLDEN / INDEX).read_bytes() == b"0 114\n114 115\n229 99\n"
     assert pinned == json.loads((GOLDEN / "manifest.json").read_text())
 
 

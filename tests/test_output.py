@@ -51,7 +51,7 @@ def options(source, out, **extra):
 
 
 def shard_files(out):
-    return sorted(n for n in os.listdir(out) if ".tfrecord-" in n)
+    return sorted(n for n in os.listdir(out) if ".tfrecord-" in n and not n.endswith(".idx"))
 
 
 def test_overwrite_replaces_previous_output(source, tmp_path):

@@ -308,7 +308,9 @@ def test_a_corrupt_shard_read_by_a_remote_worker_names_itself(
     none of this process's Python functions."""
     directory = tmp_path / mode
     shutil.copytree(datasets[mode], directory)
-    shard = sorted(p for p in os.listdir(directory) if ".tfrecord-" in p)[1]
+    shard = sorted(
+        p for p in os.listdir(directory) if ".tfrecord-" in p and not p.endswith(".idx")
+    )[1]
     with open(directory / shard, "r+b") as handle:
         handle.seek(20)
         byte = handle.read(1)

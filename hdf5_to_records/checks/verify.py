@@ -113,7 +113,7 @@ def _stray_files(directory: str, manifest: Manifest) -> list[Problem]:
     if "://" in directory:
         return []
     shards = [s for info in manifest.splits.values() for s in info.shards]
-    listed = {s.file for s in shards} | {index_name(s.file) for s in shards if s.index_sha256}
+    listed = {s.file for s in shards} | {index_name(s.file) for s in shards}
     listed.add(MANIFEST_NAME)
     return [
         Problem(name, "stray file: not listed in the manifest")

@@ -155,7 +155,7 @@ class ShardCheck:
             self.problem(f"{records} records, the manifest says {self.entry.num_records}")
         if examples != self.entry.num_examples:
             self.problem(f"{examples} examples, the manifest says {self.entry.num_examples}")
-        if self.entry.index_sha256 is not None and not broken:
+        if self.entry.index_sha256 is not None and not self.shown:
             self._check_index(path)
 
     def _check_index(self, path: str) -> None:

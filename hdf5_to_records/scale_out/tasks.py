@@ -21,7 +21,7 @@ from typing import Any
 from .. import fs
 from ..errors import OutputError, UsageError
 from ..format.manifest import MANIFEST_NAME, write_manifest
-from ..format.naming import is_output_file, is_part_file, is_temp_of, part_name
+from ..format.naming import index_name, is_output_file, is_part_file, is_temp_of, part_name
 from ..planning.config import ConvertConfig, build_config
 from ..planning.plan import Plan, ShardSpec
 from ..writing.commit import RUN_FLAGS, build_manifest
@@ -231,8 +231,9 @@ def finalize(directory: str, *, plan_for: Callable[[ConvertConfig], Plan]) -> Fi
     path = write_manifest(directory, manifest)
     # Every task is done: what is left of killed attempts (temporary shards, staging
     # scratch) and shards of older plans can go.
+    kept = wanted | {index_name(name) for name in wanted}
     for name in names:
-        if name in parts or (is_output_file(name) and name not in wanted):
+        if name in parts or (is_output_file(name) and name not in kept):
             fs.remove(fs.join(directory, name))
         else:
             fs.remove_scratch(directory, name, SCRATCH_PREFIX)
