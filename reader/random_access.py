@@ -55,7 +55,9 @@ def indexed_elements(source, o, seed: int | None):
     elements per epoch; and the :class:`PositionedReader` (closed with the pipeline)."""
     table = load_table(source.shards)
     n = table.num_examples
-    example_bytes = max(1.0, sum(s.num_bytes for s in source.shards) / max(1, n))
+    # Decoded bytes per example: index-mode shards hold references, not the rows.
+    stored = sum(s.num_bytes for s in source.shards) / max(1, n)
+    example_bytes = max(1.0, stored, sum(_decoded_bytes(f) for f in source.chosen))
     batch = o.batch_size or 1
     single = bool((table.count <= 1).all())
     window_bytes = o.window_bytes or DEFAULT_WINDOW_BYTES
@@ -68,24 +70,41 @@ def indexed_elements(source, o, seed: int | None):
     order = EpochOrder(table.count, window, seed if o.shuffle else None)
     raw = raw_features(source.chosen) if source.spans is None else None
     reader = PositionedReader(table, raw or ())
+    # One-example records, batched: a window is a batch, handed on as it is (no cut).
+    direct = single and o.batch_size is not None
     per_epoch = order.windows_per_epoch
+    if direct and o.drop_remainder:
+        per_epoch = n // batch  # the short last window is never read
     total = per_epoch * o.epochs if o.epochs is not None else sys.maxsize
     calls = o.num_parallel_calls or min(
         os.cpu_count() or 2, max(2, IN_FLIGHT_BYTES // int(window * example_bytes))
     )
-    read = _raw_window(order, reader, raw) if raw else _record_window(source, order, reader)
+    if raw:
+        read = _raw_window(order, reader, raw, per_epoch)
+    else:
+        read = _record_window(source, order, reader, per_epoch)
     windows = tf.data.Dataset.range(total).map(
         read, num_parallel_calls=calls, deterministic=o.ordered
     )
-    elements = windows.flat_map(_cut(o.batch_size, o.drop_remainder, source.ragged))
+    if direct:
+        elements = windows.map(_static_batch(batch) if o.drop_remainder else (lambda w: w))
+    else:
+        elements = windows.flat_map(_cut(o.batch_size, o.drop_remainder, source.ragged))
     depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BYTES // (batch * example_bytes))))
     return elements, depth, reader
 
 
-def _raw_window(order: EpochOrder, reader: PositionedReader, raw: tuple[RawFeature, ...]):
+def _decoded_bytes(feature: FeatureInfo) -> int:
+    if feature.variable or feature.sparse or feature.dtype == "string":
+        return 0  # counted in the shards' bytes
+    item = np.dtype("u1" if feature.dtype == "bool" else feature.dtype).itemsize
+    return int(np.prod(feature.shape, dtype=np.int64)) * item
+
+
+def _raw_window(order: EpochOrder, reader: PositionedReader, raw: tuple[RawFeature, ...],
+                per_epoch: int):  # fmt: skip
     """Window g -> {name: rows}, read straight into arrays by one numpy_function."""
     shutdown.arm()
-    per_epoch = order.windows_per_epoch
 
     def read(g):
         with shutdown.GATE.call():
@@ -107,11 +126,10 @@ def _raw_window(order: EpochOrder, reader: PositionedReader, raw: tuple[RawFeatu
     return window
 
 
-def _record_window(source, order: EpochOrder, reader: PositionedReader):
+def _record_window(source, order: EpochOrder, reader: PositionedReader, per_epoch: int):
     """Window g -> decoded examples: the records read (checked) by one numpy_function,
     parsed and decoded by TensorFlow, then cut to the window and permuted."""
     shutdown.arm()
-    per_epoch = order.windows_per_epoch
     decode = make_decoder(source.spec, source.chosen, source.spans)
 
     def read(g):
@@ -162,15 +180,23 @@ def _cut(batch_size: int | None, drop_remainder: bool, ragged: bool):
 
         def batch(i):
             out = {k: v[i * batch_size : (i + 1) * batch_size] for k, v in window.items()}
-            if drop_remainder:  # every batch is whole: say so, as Dataset.batch does
-                for v in out.values():
-                    if not isinstance(v, tf.RaggedTensor):
-                        v.set_shape([batch_size, *v.shape[1:]])
-            return out
+            return _static_batch(batch_size)(out) if drop_remainder else out
 
         return tf.data.Dataset.range(count).map(batch)
 
     return cut
+
+
+def _static_batch(batch_size: int):
+    """Every batch is whole (drop_remainder): say so, as ``Dataset.batch`` does."""
+
+    def static(batch: dict) -> dict:
+        for v in batch.values():
+            if not isinstance(v, tf.RaggedTensor):
+                v.set_shape([batch_size, *v.shape[1:]])
+        return batch
+
+    return static
 
 
 def _dense_example(example: dict) -> dict:
