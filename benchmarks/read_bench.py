@@ -35,6 +35,7 @@ import h5py
 import measure
 import numpy as np
 from convert_bench import ensure_source, log
+from shuffle_bench import mixing_report
 
 from hdf5_to_records.errors import Hdf5ToRecordsError
 from hdf5_to_records.format.manifest import read_manifest
@@ -47,6 +48,7 @@ CLI = os.path.join(os.path.dirname(sys.executable), "hdf5-to-records")
 DEFAULT_SCENE_ROWS = 2000  # 303 MB of data + label
 DEFAULT_SCENE_LAYOUT = "chunked"  # A reads rows without decompressing: kinder to A than gzip
 DEFAULT_SMALL_ROWS = 300_000
+DEFAULT_MIXING_ROWS = 10_000  # the issue's 1.5 GB scene set, for the shuffle report
 DEFAULT_NAIVE_SHARDS = 4  # B interleaves 4 files, like C's shard count on 2-4 workers
 SMALL_FEATURES = 16
 BATCH = {"scene": 32, "small": 256}
@@ -133,6 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"Layout of the scene source (default {DEFAULT_SCENE_LAYOUT}).",
     )
     parser.add_argument("--small-rows", type=int, default=DEFAULT_SMALL_ROWS)
+    parser.add_argument(
+        "--mixing-rows",
+        type=int,
+        default=DEFAULT_MIXING_ROWS,
+        help="Scene rows of the shuffle report (mixing, checkpoint, RSS); 0 skips it.",
+    )
     parser.add_argument("--naive-shards", type=int, default=DEFAULT_NAIVE_SHARDS)
     parser.add_argument("--workloads", default="scene,small", help="Comma list of scene, small.")
     parser.add_argument(
@@ -444,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.variants:
         print()
         print_targets(tables)
+    if args.mixing_rows and not args.variants:
+        # Beside the rates: how the shuffle mixes, the checkpoint size, peak RSS (issue 15).
+        print()
+        print("\n".join(mixing_report(args.workdir, args.rounds, args.mixing_rows)))
     print()
     print(f"total benchmark time: {time.perf_counter() - started:.0f} s")
     name = "read_variants.json" if args.variants else "read_results.json"

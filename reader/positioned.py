@@ -20,6 +20,7 @@ Two ways out:
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import struct
 import threading
@@ -53,7 +54,7 @@ class RawFeature:
     shape: tuple[int, ...]
     boolean: bool = False  # stored as uint8, handed out as tf.bool
 
-    @property
+    @functools.cached_property
     def row_bytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
