@@ -19,7 +19,6 @@ Two ways out:
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import struct
@@ -33,11 +32,11 @@ from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.errors import ShardCorrupt
 from hdf5_to_records.format.record_index import FRAMING_BYTES
 
+from .descriptors import SHARED, identity
 from .record_layout import walk
 from .record_table import RecordTable
 
 HEADER_BYTES = 12  # length (8) and its masked CRC (4)
-MAX_OPEN_SHARDS = 128  # descriptors kept open at once per pipeline
 
 
 def _unmask(masked: int) -> int:
@@ -76,15 +75,10 @@ class PositionedReader:
     def __init__(self, table: RecordTable, raw: tuple[RawFeature, ...] = ()):
         self.table = table
         self.raw = raw
-        self._fds: collections.OrderedDict[int, int] = collections.OrderedDict()
+        # Local shards as they are now: a file replaced later is refused, not read.
+        self._keys = [None if "://" in p else identity(p) for p in table.paths]
         self._templates: dict[int, _Template | None] = {}
         self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
 
     # -- bytes -------------------------------------------------------------------------
 
@@ -103,24 +97,13 @@ class PositionedReader:
                 got += len(view)
             got = len(data)
         else:
-            got = os.preadv(self._fd(file), buffers, offset)
+            with SHARED.open(self._keys[file]) as fd:
+                got = os.preadv(fd, buffers, offset)
         if got != size:
             raise ShardCorrupt(
                 f"{self.table.where(record)}: read {got} of its {size} bytes (truncated?); "
                 "run `hdf5-to-records verify` on the dataset, then convert that shard again"
             )
-
-    def _fd(self, file: int) -> int:
-        with self._lock:
-            fd = self._fds.get(file)
-            if fd is None:
-                fd = os.open(self.table.paths[file], os.O_RDONLY)
-                self._fds[file] = fd
-                while len(self._fds) > MAX_OPEN_SHARDS:
-                    os.close(self._fds.popitem(last=False)[1])
-            else:
-                self._fds.move_to_end(file)
-            return fd
 
     def _check(self, record: int, header, crc: int, stored_crc: int) -> None:
         length, length_crc = struct.unpack_from("<QI", header)

@@ -83,8 +83,10 @@ def indexed_elements(source, o, seed: int | None):
         read = _raw_window(order, reader, raw, per_epoch)
     else:
         read = _record_window(source, order, reader, per_epoch)
+    # In order unless asked otherwise: reordering ops cannot be checkpointed symbolically,
+    # and the order is already the seed's (unseeded shuffles draw one at load).
     windows = tf.data.Dataset.range(total).map(
-        read, num_parallel_calls=calls, deterministic=o.ordered
+        read, num_parallel_calls=calls, deterministic=o.deterministic is not False
     )
     if direct:
         elements = windows.map(_static_batch(batch) if o.drop_remainder else (lambda w: w))

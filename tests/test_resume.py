@@ -147,3 +147,45 @@ def test_a_tampered_index_is_refused(converted, tmp_path):
     (copy / index).write_text("\n".join(lines) + "\n")
     with pytest.raises(ShardCorrupt, match=f"record index .*{index} does not match its sha256"):
         reader.load(str(copy), batch_size=10)
+
+
+def test_an_unseeded_shuffle_still_checkpoints_and_each_run_draws_its_order(converted, tmp_path):
+    from hdf5_to_records._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    ds = reader.load(converted["copy"], batch_size=100, shuffle=True)
+    it = iter(ds)
+    next(it)
+    tf.train.Checkpoint(iterator=it).write(str(tmp_path / "c"))  # no reordering op inside
+    other = _ids(reader.load(converted["copy"], batch_size=100, shuffle=True))
+    assert not np.array_equal(_ids(ds), other)
+
+
+def test_pipelines_built_again_and_again_share_a_few_descriptors(converted, tmp_path):
+    """TensorFlow may keep a dropped pipeline's functions (and its reader) alive: the
+    shard descriptors belong to the process, a few per file, never one set per load."""
+
+    def open_shards():
+        paths = [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+        return sum(".tfrecord-" in p and "/copy/" in p for p in paths)
+
+    for _ in range(8):
+        for _batch in reader.load(converted["copy"], batch_size=100, shuffle=True, seed=0).take(3):
+            pass
+    assert 0 < open_shards() <= 2 * 3  # 3 shards, at most one per reading thread each
+
+
+def test_a_shard_replaced_after_load_is_refused(converted, tmp_path):
+    import shutil
+
+    from hdf5_to_records._tf import import_tensorflow
+
+    copy = tmp_path / "copy"
+    shutil.copytree(converted["copy"], copy)
+    ds = reader.load(str(copy), batch_size=100)
+    shard = sorted(n for n in os.listdir(copy) if n.endswith("-of-00003"))[0]
+    data = (copy / shard).read_bytes()
+    os.remove(copy / shard)
+    (copy / shard).write_bytes(data)  # the same bytes, another file
+    with pytest.raises(import_tensorflow().errors.OpError, match="was replaced or changed"):
+        _ids(ds)

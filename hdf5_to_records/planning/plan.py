@@ -188,6 +188,10 @@ def _record_layout(
         return rows_per_record, rows_per_record, example_bytes
     # Records hold references; each one is read and decoded as one span.
     record_target = options.rows_per_record or max(1, sharding.SPAN_BYTES // example_bytes)
+    if not options.rows_per_record and example_bytes >= sharding.LARGE_EXAMPLE_BYTES:
+        # A record per example (per chunk of chunked data), as in copy mode: the reader
+        # then shuffles large rows one by one, not in runs of 8 MiB (issue 15).
+        record_target = 1
     # Shards are sized by the data they hold or reference (readers and workers get as
     # many as in copy mode); the disk estimate counts what is written.
     stored_bytes = _REF_EXAMPLE_BYTES + sum(
