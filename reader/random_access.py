@@ -85,7 +85,7 @@ def indexed_elements(source, o, seed: int | None):
         read = _record_window(source, order, reader, per_epoch)
     # In order unless asked otherwise: reordering ops cannot be checkpointed symbolically,
     # and the order is already the seed's (unseeded shuffles draw one at load).
-    windows = tf.data.Dataset.range(total).map(
+    windows = _positions(total, order.seed).map(
         read, num_parallel_calls=calls, deterministic=o.deterministic is not False
     )
     if direct:
@@ -94,6 +94,19 @@ def indexed_elements(source, o, seed: int | None):
         elements = windows.flat_map(_cut(o.batch_size, o.drop_remainder, source.ragged))
     depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BYTES // (batch * example_bytes))))
     return elements, depth, reader
+
+
+def _positions(total: int, seed: int | None):
+    """(window g, salt) for g in 0..total-1. Shuffled, the salt is drawn per iteration
+    from ``seed`` (tf.data's ``Dataset.random(rerandomize_each_iteration=True)``), so a
+    dataset iterated again (a Keras epoch) gets a fresh order, and a checkpoint restores
+    the salt with the position."""
+    if seed is None:
+        return tf.data.Dataset.range(total).map(lambda g: (g, tf.constant(0, tf.int64)))
+    salts = tf.data.Dataset.random(seed=seed % (1 << 63), rerandomize_each_iteration=True)
+    return salts.take(1).flat_map(
+        lambda salt: tf.data.Dataset.range(total).map(lambda g: (g, salt))
+    )
 
 
 def _decoded_bytes(feature: FeatureInfo) -> int:
@@ -108,17 +121,18 @@ def _raw_window(order: EpochOrder, reader: PositionedReader, raw: tuple[RawFeatu
     """Window g -> {name: rows}, read straight into arrays by one numpy_function."""
     shutdown.arm()
 
-    def read(g):
+    def read(g, salt):
         with shutdown.GATE.call():
             epoch, w = divmod(int(g), per_epoch)
-            window = order.window(epoch, w)
+            window = order.window(epoch, w, int(salt))
             arrays = reader.rows(window.records, window.start, window.stop)
             if window.permutation is not None:
                 arrays = [a[window.permutation] for a in arrays]
             return arrays
 
-    def window(g):
-        values = tf.numpy_function(read, [g], [tf_dtype(str(f.dtype)) for f in raw], stateful=False)
+    def window(g, salt):
+        dtypes = [tf_dtype(str(f.dtype)) for f in raw]
+        values = tf.numpy_function(read, [g, salt], dtypes, stateful=False)
         out = {}
         for feature, value in zip(raw, values):
             value.set_shape([None, *feature.shape])
@@ -134,10 +148,10 @@ def _record_window(source, order: EpochOrder, reader: PositionedReader, per_epoc
     shutdown.arm()
     decode = make_decoder(source.spec, source.chosen, source.spans)
 
-    def read(g):
+    def read(g, salt):
         with shutdown.GATE.call():
             epoch, w = divmod(int(g), per_epoch)
-            window = order.window(epoch, w)
+            window = order.window(epoch, w, int(salt))
             permutation = window.permutation
             if permutation is None:
                 permutation = np.zeros(0, np.int64)
@@ -148,9 +162,9 @@ def _record_window(source, order: EpochOrder, reader: PositionedReader, per_epoc
                 permutation,
             )
 
-    def window(g):
+    def window(g, salt):
         records, start, stop, permutation = tf.numpy_function(
-            read, [g], [tf.string, tf.int64, tf.int64, tf.int64], stateful=False
+            read, [g, salt], [tf.string, tf.int64, tf.int64, tf.int64], stateful=False
         )
         records.set_shape([None])
         permutation.set_shape([None])

@@ -105,6 +105,19 @@ def test_the_shuffle_is_a_seeded_permutation_of_every_epoch(converted, mode):
     assert not np.array_equal(epoch0, other)
 
 
+@pytest.mark.parametrize("mode", ["copy", "index"])
+def test_each_iteration_of_one_dataset_is_a_new_order_as_keras_epochs_need(converted, mode):
+    """Keras iterates a dataset afresh each epoch: each iteration draws its own order,
+    and the same seed gives the same sequence of orders."""
+    ds = reader.load(converted[mode], batch_size=128, shuffle=True, seed=1)
+    first, second = _ids(ds), _ids(ds)
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(np.sort(second), np.arange(ROWS))
+    again = reader.load(converted[mode], batch_size=128, shuffle=True, seed=1)
+    np.testing.assert_array_equal(_ids(again), first)
+    np.testing.assert_array_equal(_ids(again), second)
+
+
 def test_the_shuffle_mixes_the_whole_split(converted):
     """Over small rows the order is uncorrelated with the source order, and each batch
     draws from most of the split's 1% blocks (a uniform shuffle: ~92 of 100 for 256)."""
