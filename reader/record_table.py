@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records import fs
 from hdf5_to_records.errors import ShardCorrupt, ShardMissing
 from hdf5_to_records.format.dataset_spec import ShardInfo
 from hdf5_to_records.format.record_index import RecordIndex, expand_runs, index_digest
@@ -53,13 +53,12 @@ def load_table(shards: tuple[ShardInfo, ...]) -> RecordTable:
         ShardMissing: an index file is missing.
         ShardCorrupt: an index does not match its sha256, the shard, or the manifest.
     """
-    gfile = import_tensorflow().io.gfile
     columns: list[list[np.ndarray]] = [[], [], [], []]
     for i, shard in enumerate(shards):
         path = shard.index_path
-        if not gfile.exists(path):
+        if not fs.exists(path):
             raise ShardMissing(f"record index {path} of shard {shard.path} is missing")
-        with gfile.GFile(path, "rb") as handle:
+        with fs.open_read(path) as handle:
             data = handle.read()
         if index_digest(data) != shard.index_sha256:
             raise ShardCorrupt(f"record index {path} does not match its sha256 in the manifest")
