@@ -1,7 +1,8 @@
 """reader: a parallel tf.data pipeline over hdf5-to-records shards.
 
 ``reader.load(path, split, batch_size=..., ...)`` returns a ``tf.data.Dataset`` ready for
-``model.fit`` and ``tf.distribute``. See the README for every option.
+``model.fit`` and ``tf.distribute``; ``reader.data_source(path, split)`` a random-access
+source for Grain, PyTorch or NumPy, without TensorFlow. See the README for every option.
 """
 
 from hdf5_to_records.errors import (
@@ -25,6 +26,10 @@ def __getattr__(name: str):
         from .options import ReadOptions
 
         return ReadOptions
+    if name in ("data_source", "DataSource"):  # no TensorFlow
+        from . import random_source
+
+        return getattr(random_source, name)
     if name in ("load_spec", "DatasetSpec"):
         from hdf5_to_records.format import dataset_spec
 
@@ -35,6 +40,8 @@ def __getattr__(name: str):
 __all__ = [
     "load",
     "ReadOptions",
+    "data_source",
+    "DataSource",
     "load_spec",
     "DatasetSpec",
     "Hdf5ToRecordsError",

@@ -83,9 +83,19 @@ class _Descriptors:
         for old in closing:
             os.close(old)
 
+    def forget(self) -> None:
+        """In a forked child: close the parent's descriptors, never share them."""
+        with self._lock:
+            for fds in self._idle.values():
+                for fd in fds:
+                    os.close(fd)
+            self._idle.clear()
+            self._count = 0
+
     def idle(self) -> int:
         with self._lock:
             return self._count
 
 
 SHARED = _Descriptors()
+os.register_at_fork(after_in_child=SHARED.forget)
