@@ -149,7 +149,8 @@ def _finish_indexed(source: _Source, o: ReadOptions):
     ds = _finished(source, o, elements)
     num_examples = sum(s.num_examples for s in source.shards)
     per_epoch = _cardinality(num_examples, o.batch_size, o.drop_remainder)
-    count = tf.data.INFINITE_CARDINALITY if o.epochs is None else per_epoch * o.epochs
+    endless = o.epochs is None and per_epoch > 0  # repeating nothing ends, as repeat() does
+    count = tf.data.INFINITE_CARDINALITY if endless else per_epoch * (o.epochs or 1)
     ds = ds.apply(tf.data.experimental.assert_cardinality(count)).prefetch(depth)
     options = _tf_options(o)
     # Every op above keeps its order, and the reads are marked stateless: a checkpoint

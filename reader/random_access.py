@@ -52,7 +52,7 @@ def raw_features(features: tuple[FeatureInfo, ...]) -> tuple[RawFeature, ...] | 
 
 def indexed_elements(source, o, seed: int | None):
     """The batches (or examples) of ``source``'s shards, in the order of ``seed``; the
-    elements per epoch; and the :class:`PositionedReader` (closed with the pipeline)."""
+    prefetch depth that holds about ``PREFETCH_BYTES``; and the :class:`PositionedReader`."""
     table = load_table(source.shards)
     n = table.num_examples
     # Decoded bytes per example: index-mode shards hold references, not the rows.
@@ -76,6 +76,8 @@ def indexed_elements(source, o, seed: int | None):
     if direct and o.drop_remainder:
         per_epoch = n // batch  # the short last window is never read
     total = per_epoch * o.epochs if o.epochs is not None else sys.maxsize
+    if per_epoch == 0 or (o.drop_remainder and n < batch):
+        total = 0  # not one element an epoch (an empty split, or all dropped): no window
     calls = o.num_parallel_calls or min(
         os.cpu_count() or 2, max(2, IN_FLIGHT_BYTES // int(window * example_bytes))
     )

@@ -206,3 +206,8 @@ def test_a_shard_replaced_after_load_is_refused(converted, tmp_path):
     (copy / shard).write_bytes(data)  # the same bytes, another file
     with pytest.raises(import_tensorflow().errors.OpError, match="was replaced or changed"):
         _ids(ds)
+
+
+def test_too_few_examples_for_one_whole_batch_end_at_once_even_endless(converted):
+    ds = reader.load(converted["copy"], batch_size=ROWS + 1, drop_remainder=True, repeat=True)
+    assert list(ds.take(1)) == []
