@@ -30,6 +30,7 @@ def identity(path: str) -> Key:
     Raises:
         OSError: ``path`` cannot be stat'ed.
     """
+    path = os.path.abspath(path)  # a later chdir must not change which file it names
     st = os.stat(path)
     return path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
