@@ -24,7 +24,7 @@ from hdf5_to_records.index.spans import SpanReader
 from .decode import make_decoder, sparse_rows
 from .files import check_shards, worker_shards
 from .options import ReadOptions
-from .random_access import indexed_elements
+from .random_access import dense_example, indexed_elements
 from .record_table import indexed
 from .records import shard_records
 from .service import distribute
@@ -240,7 +240,7 @@ def _batched(source: _Source, o: ReadOptions, examples):
     if o.batch_size is None:
         ds = _unbatch(examples, source.chosen)
         if source.ragged:
-            ds = ds.map(_dense_example)
+            ds = ds.map(dense_example)
     elif any(f.variable for f in source.chosen):
         ds = _unbatch(examples, source.chosen).ragged_batch(
             o.batch_size, drop_remainder=o.drop_remainder
@@ -345,11 +345,6 @@ def _unbatch(examples, features):
     if any(0 in f.shape for f in features):
         return examples.flat_map(tf.data.Dataset.from_tensor_slices)
     return examples.unbatch()
-
-
-def _dense_example(example: dict) -> dict:
-    """A single example is rectangular: ragged components become dense tensors."""
-    return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in example.items()}
 
 
 def _pick(example: dict, names):

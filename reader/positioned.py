@@ -31,17 +31,13 @@ from crc32c import crc32c
 from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.errors import ShardCorrupt
 from hdf5_to_records.format.record_index import FRAMING_BYTES
+from hdf5_to_records.writing.encode import mask_crc
 
 from .descriptors import SHARED, identity
 from .record_layout import walk
 from .record_table import RecordTable
 
 HEADER_BYTES = 12  # length (8) and its masked CRC (4)
-
-
-def _unmask(masked: int) -> int:
-    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
-    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -108,9 +104,9 @@ class PositionedReader:
     def _check(self, record: int, header, crc: int, stored_crc: int) -> None:
         length, length_crc = struct.unpack_from("<QI", header)
         size = int(self.table.size[record])
-        if length + FRAMING_BYTES != size or _unmask(length_crc) != crc32c(bytes(header[:8])):
+        if length + FRAMING_BYTES != size or length_crc != mask_crc(crc32c(bytes(header[:8]))):
             raise ShardCorrupt(f"{self.table.where(record)}: its framing does not read ({_FIX})")
-        if _unmask(stored_crc) != crc:
+        if stored_crc != mask_crc(crc):
             raise ShardCorrupt(f"{self.table.where(record)} does not match its CRC ({_FIX})")
 
     def record(self, record: int) -> memoryview:
@@ -210,7 +206,7 @@ class PositionedReader:
         segments.sort(key=lambda seg: seg[1])
         whole = bytes(data)
         length = len(whole)
-        pieces = [struct.pack("<QI", length, _mask(crc32c(struct.pack("<Q", length))))]
+        pieces = [struct.pack("<QI", length, mask_crc(crc32c(struct.pack("<Q", length))))]
         cur = 0
         for _, s, n in segments:
             pieces.append(whole[cur : s - HEADER_BYTES])
@@ -241,10 +237,6 @@ class PositionedReader:
                 )
             s = values.ranges[0][0]
             flat[q][done * rb : (done + b - a) * rb] = data[s + a * rb : s + b * rb]
-
-
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 _FIX = "run `hdf5-to-records verify` on the dataset, then convert that shard again"

@@ -192,7 +192,7 @@ def _cut(batch_size: int | None, drop_remainder: bool, ragged: bool):
         if batch_size is None:
             examples = tf.data.Dataset.from_tensor_slices(window)
             if ragged:
-                examples = examples.map(_dense_example)
+                examples = examples.map(dense_example)
             return examples
         count = n // batch_size if drop_remainder else (n + batch_size - 1) // batch_size
 
@@ -217,6 +217,6 @@ def _static_batch(batch_size: int):
     return static
 
 
-def _dense_example(example: dict) -> dict:
+def dense_example(example: dict) -> dict:
     """A single example is rectangular: ragged components become dense tensors."""
     return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in example.items()}

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 
 from hdf5_to_records._tf import import_tensorflow
+from hdf5_to_records.format.record_index import FRAMING_BYTES
 
 tf = import_tensorflow()
 
-FRAMING_BYTES = 16  # per TFRecord: length (8), its CRC (4), the data's CRC (4)
 # The message of _refuse, inside the text of the TensorFlow error that carries it.
 _MESSAGE = re.compile(
     r"assertion failed: \[(shard .*?(?:convert that shard again|an I/O error\?\)))\]"
@@ -36,9 +36,7 @@ _MESSAGE = re.compile(
 
 
 # ... and of a ShardCorrupt raised by a positioned read (reader/positioned.py).
-_RAISED = re.compile(
-    r"ShardCorrupt: ((?:record|shard) [^\n]*?(?:convert that shard again\)?|\?\)))"
-)
+_RAISED = re.compile(r"ShardCorrupt: ((?:record|shard) [^\n]*)")
 
 
 def shard_error_message(text: str) -> str | None:
