@@ -20,6 +20,8 @@ from .errors import NotReferenceable, OutputError
 from .format.manifest import write_manifest
 from .format.reference import Reference
 from .planning.config import ConvertConfig
+from .planning.generator import first_schema, load_factory
+from .planning.generator_plan import build_generator_plan, probe_shards
 from .planning.limits import DEFAULT_LIMITS, Limits
 from .planning.plan import Plan, ShardSpec, build_plan
 from .planning.schema import FeatureSchema, SourceSet, scan_sources
@@ -133,11 +135,25 @@ def plan_conversion(config: ConvertConfig, *, limits: Limits = DEFAULT_LIMITS) -
     Raises:
         Hdf5ToRecordsError: bad sources, selections or options.
     """
+    if config.generator is not None:
+        return _plan_generator(config, limits)
     sources = scan_sources(config.source_options)
     sources = choose_storage(config, sources)
     _warn_shuffled_chunks(config, sources)
     features = _output_schema(config, sources)
     return build_plan(config.plan_options, sources, features, limits=limits)
+
+
+def _plan_generator(config: ConvertConfig, limits: Limits) -> Plan:
+    """The plan of a ``--generator`` conversion; the factory runs here once, for the
+    schema (its first example)."""
+    options = config.plan_options
+    factory = load_factory(config.generator)
+    probe = probe_shards(options, config.num_examples) or 1
+    features = first_schema(factory, config.generator, config.names, probe)
+    return build_generator_plan(
+        options, config.generator, config.names, config.num_examples, features, limits=limits
+    )
 
 
 def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None = None) -> Job:
@@ -163,6 +179,8 @@ def make_job(config: ConvertConfig, plan: Plan, read_sources: SourceSet | None =
         ),
         record_target=plan.record_target,
         limits=plan.limits,
+        generator=config.generator,
+        names=config.names,
     )
 
 

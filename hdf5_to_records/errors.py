@@ -58,8 +58,17 @@ class RecordTooLarge(Hdf5ToRecordsError, ValueError):
     """One example does not fit in a single TFRecord record."""
 
 
-class TransformError(Hdf5ToRecordsError, RuntimeError):
+class UserCodeError(Hdf5ToRecordsError, RuntimeError):
+    """The user's code (``--transform``, ``--generator``) failed or broke its schema."""
+
+
+class TransformError(UserCodeError):
     """The user's ``--transform`` function failed or returned an inconsistent schema."""
+
+
+class GeneratorError(UserCodeError):
+    """The user's ``--generator`` factory failed, or yielded something not an example
+    or not of the first example's schema."""
 
 
 class OutputError(Hdf5ToRecordsError, OSError):

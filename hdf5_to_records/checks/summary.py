@@ -36,11 +36,14 @@ def describe(directory: str) -> list[str]:
             if manifest.records.checksums == "crc32c"
             else "no checksums: bytes changed in place go unnoticed)"
         )
+    examples = f"{manifest.mode} as examples"
+    if manifest.mode == "generator":
+        examples = f"examples of --generator {manifest.config.get('generator')}"
     lines = [
         f"{manifest.name} ({directory}): format v{manifest.format_version}, written by "
         f"hdf5-to-records {manifest.tool_version or '?'}",
         f"  storage {storage}, compression {manifest.compression}, up to "
-        f"{manifest.records.rows_per_record} example(s) per record, {manifest.mode} as examples",
+        f"{manifest.records.rows_per_record} example(s) per record, {examples}",
         "splits:",
     ]
     total_examples = total_bytes = 0
@@ -63,7 +66,8 @@ def describe(directory: str) -> list[str]:
             f"  {feature.name:<16} {feature.dtype:<10} {shape:<16} {how:<10} "
             f"from {feature.source} ({feature.source_dtype}){extra}"
         )
-    lines.append(f"sources ({len(manifest.sources)}):")
+    if manifest.mode != "generator":
+        lines.append(f"sources ({len(manifest.sources)}):")
     for source in manifest.sources[:20]:
         when = datetime.datetime.fromtimestamp(source.mtime, datetime.timezone.utc)
         selected = "?" if source.num_selected is None else source.num_selected

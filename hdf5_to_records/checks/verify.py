@@ -31,6 +31,7 @@ from ..format.dataset_spec import spec_of
 from ..format.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_dir
 from ..format.naming import index_name
 from ..planning.config import default_workers
+from .regenerate import Regenerated
 from .verify_report import Problem, Report
 from .verify_shards import READ_BLOCK, Expected, Sampling, ShardCheck
 
@@ -78,7 +79,10 @@ def _verify(directory, report, deep, sample, seed, progress, read_block) -> None
         report.notes.append(
             f"source byte ranges of a sampled {sample:g} of the records were checked (--sample)"
         )
-    expected = Expected(directory, manifest, report) if fraction > 0 else None
+    expected = None
+    if fraction > 0:
+        rebuild = Regenerated if manifest.mode == "generator" else Expected
+        expected = rebuild(directory, manifest, report)
     sampling = Sampling(rng, fraction, sampled)
     checks = []
     for split, shards in spec.splits.items():

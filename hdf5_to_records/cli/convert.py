@@ -21,6 +21,24 @@ from .app import debug_option, main, reported_errors, sigterm_as_interrupt
     help="YAML file with any of these options; flags override it.",
 )
 @click.option(
+    "--generator",
+    metavar="MODULE:FACTORY",
+    help="Convert your own generator instead of SOURCES: FACTORY(shard_index, num_shards) "
+    "returns an iterable of examples (dicts or tuples of arrays), called in each worker.",
+)
+@click.option(
+    "--num-examples",
+    type=int,
+    metavar="N",
+    help="--generator: examples to write, shared among the shards (each takes the first "
+    "of its iterable). Default: all they yield (they must end).",
+)
+@click.option(
+    "--names",
+    metavar="X,Y,...",
+    help="--generator: feature names of a tuple example's items (a pair defaults to x,y).",
+)
+@click.option(
     "--feature",
     "feature",
     multiple=True,
@@ -147,7 +165,8 @@ def convert(
     beam_options: tuple[str, ...],
     **options,
 ) -> None:
-    """Convert SOURCES (HDF5 files or globs) into sharded TFRecord files in --output."""
+    """Convert SOURCES (HDF5 files or globs), or the examples of --generator, into
+    sharded TFRecord files in --output."""
     from click.core import ParameterSource
 
     given = {
@@ -234,7 +253,7 @@ class _ProgressBar:
 
         self._t0 = time.perf_counter()
         self._bar = tqdm(
-            total=examples,
+            total=examples or None,  # 0: unknown (a generator without --num-examples)
             unit="ex",
             unit_scale=True,
             dynamic_ncols=True,
@@ -261,17 +280,22 @@ class _ProgressBar:
 
 
 def _print_plan(summary: dict) -> None:
+    origin = f"{summary['sources']} source file(s)"
+    if summary["generator"]:
+        origin = f"examples of --generator {summary['generator']}"
     click.echo(
-        f"plan for {summary['name']}: {summary['sources']} source file(s), "
-        f"{summary['rows_per_record']} example(s) per record"
+        f"plan for {summary['name']}: {origin}, {summary['rows_per_record']} example(s) per record"
     )
     for name, feature in summary["features"].items():
         click.echo(f"  feature {name}: {feature['dtype']} {tuple(feature['shape'])}")
     for split, info in summary["splits"].items():
-        click.echo(
-            f"  split {split}: {info['examples']} examples, {info['shards']} shard(s), "
-            f"{info['records']} records, ~{info['est_bytes'] / 1e6:.1f} MB"
-        )
+        if info["examples"] is None:  # a generator without --num-examples
+            click.echo(f"  split {split}: all the factory yields, {info['shards']} shard(s)")
+        else:
+            click.echo(
+                f"  split {split}: {info['examples']} examples, {info['shards']} shard(s), "
+                f"{info['records']} records, ~{info['est_bytes'] / 1e6:.1f} MB"
+            )
         for filename in info["files"][:3]:
             click.echo(f"    {filename}")
         if len(info["files"]) > 3:

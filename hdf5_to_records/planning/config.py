@@ -42,6 +42,11 @@ class ConvertConfig:
 
     sources: tuple[str, ...]
     output: str
+    # --generator MODULE:FACTORY: examples come from FACTORY(shard_index, num_shards),
+    # not from SOURCES; --num-examples caps them, --names names a tuple's items.
+    generator: str | None = None
+    num_examples: int | None = None
+    names: tuple[str, ...] = ()
     features: tuple[FeatureSpec, ...] = ()
     rows: str | None = None
     groups: str | None = None
@@ -64,8 +69,13 @@ class ConvertConfig:
     sparse_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.sources:
+        if self.generator is not None:
+            self._check_generator()
+        elif not self.sources:
             raise UsageError("no SOURCES given: name at least one HDF5 file or glob pattern")
+        elif self.num_examples is not None or self.names:
+            option = "--num-examples" if self.num_examples is not None else "--names"
+            raise UsageError(f"{option} needs --generator")
         if not self.output:
             raise UsageError("--output is required")
         names = [f.name for f in self.features]
@@ -110,6 +120,44 @@ class ConvertConfig:
             raise UsageError(f"--transform {self.transform!r}: expected module:function")
         if self.name is not None:
             check_name(self.name, what="dataset")
+
+    def _check_generator(self) -> None:
+        """A generator makes the examples: options that select or reference source
+        data have nothing to act on, and are refused rather than ignored."""
+        spec = self.generator
+        if ":" not in spec:
+            raise UsageError(f"--generator {spec!r}: expected MODULE:FACTORY")
+        conflicts = {
+            "SOURCES": bool(self.sources),
+            "--feature": bool(self.features),
+            "--rows": self.rows is not None,
+            "--groups": self.groups is not None,
+            "--sparse-shape": bool(self.sparse_shapes),
+            "--transform": self.transform is not None,
+            "--shuffle": self.shuffle,
+            f"--mode {self.mode}": self.mode != "copy",
+        }
+        given = [option for option, present in conflicts.items() if present]
+        if given:
+            why = {
+                "--transform": "; do the preprocessing in the factory's examples",
+                "--shuffle": "; reader.load(..., shuffle=True) shuffles the whole split",
+            }.get(given[0], "")
+            raise UsageError(f"--generator {spec}: {given[0]} cannot be used with it{why}")
+        if self.num_examples is not None and self.num_examples < 0:
+            raise UsageError(f"--num-examples must be >= 0, got {self.num_examples}")
+        if self.num_examples is None and len(self.splits) > 1:
+            raise UsageError(
+                f"--generator {spec}: several --split need --num-examples (the fractions divide it)"
+            )
+        if self.num_examples is None and self.shard_size is not None:
+            raise UsageError(
+                f"--generator {spec}: --shard-size needs --num-examples; give --num-shards"
+            )
+        for name in self.names:
+            check_feature_name(name, option="--names")
+        if len(set(self.names)) != len(self.names):
+            raise UsageError(f"--names must be unique, got {','.join(self.names)}")
 
     @property
     def source_options(self) -> SourceOptions:
@@ -162,6 +210,11 @@ class ConvertConfig:
         data["sources"] = list(self.sources)
         data["name"] = self.dataset_name
         data["sparse_shapes"] = {n: ",".join(map(str, d)) for n, d in self.sparse_shapes}
+        if self.generator is None:  # manifests of file conversions keep their keys
+            for key in ("generator", "num_examples", "names"):
+                del data[key]
+        else:
+            data["names"] = list(self.names)
         return data
 
 
@@ -185,6 +238,20 @@ def parse_sparse_shape(text: str) -> tuple[str, tuple[int, ...]]:
             f"--sparse-shape {text!r}: expected NAME=ROWS,COLUMNS or NAME=COLUMNS"
         ) from None
     return check_feature_name(name.strip(), option="--sparse-shape"), shape
+
+
+def parse_names(value: Any) -> tuple[str, ...]:
+    """Parse ``X,Y,...`` or a YAML list (``--names``): the feature names of a
+    generator's tuple items, in order."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
+        raise UsageError(f"--names: expected NAME,NAME,..., got {value!r}")
+    if not isinstance(value, str) and not items:
+        return ()  # a manifest's record of no names
+    names = tuple(str(item).strip() for item in items)
+    if not names or not all(names):
+        raise UsageError(f"--names {value!r}: expected NAME,NAME,... with no empty names")
+    return names
 
 
 def parse_split(text: str) -> SplitSpec:
@@ -280,7 +347,9 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
             kwargs["shard_size"] = parse_size(merged.pop("shard_size"))
         except ValueError as exc:
             raise UsageError(f"--shard-size: {exc}") from None
-    for int_key in ("seed", "num_shards", "rows_per_record", "workers"):
+    if "names" in merged:
+        kwargs["names"] = parse_names(merged.pop("names"))
+    for int_key in ("seed", "num_shards", "rows_per_record", "workers", "num_examples"):
         if int_key in merged:
             kwargs[int_key] = _as_int(merged.pop(int_key), int_key)
     for bool_key in ("shuffle", "overwrite", "resume"):
@@ -289,7 +358,7 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
             if not isinstance(value, bool):
                 raise UsageError(f"config key {bool_key!r}: expected true or false")
             kwargs[bool_key] = value
-    for str_key in ("groups", "transform", "name", "compression", "mode", "checksums"):
+    for str_key in ("generator", "groups", "transform", "name", "compression", "mode", "checksums"):
         if str_key in merged:
             kwargs[str_key] = str(merged.pop(str_key))
     if merged:

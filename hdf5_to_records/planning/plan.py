@@ -8,7 +8,6 @@ against, and what the executors run, one spec per task.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .schema import FeatureSchema, SourceSet
 from .sharding import choose_num_shards, choose_rows_per_record, shard_bounds, split_counts
 from .stage_options import PlanOptions
+from .user_code import code_fingerprint
 
 _SPLIT_STREAM, _SHUFFLE_STREAM = 1, 2  # independent random streams derived from --seed
 _REF_EXAMPLE_BYTES = 4  # index mode: stored bytes per referenced example (take list, refs)
@@ -45,6 +45,11 @@ class ShardSpec:
     num_records: int
     est_bytes: int
     fingerprint: str
+    # --generator: the (shard_index, num_shards) its factory is called with, and
+    # whether the shard takes all the factory yields (no --num-examples; then ``rows``
+    # is empty and the counts are known once it is written).
+    factory_args: tuple[int, int] | None = None
+    open_ended: bool = False
 
     @property
     def num_examples(self) -> int:
@@ -87,7 +92,9 @@ class Plan:
             shards = self.split_shards(split)
             splits[split] = {
                 "shards": len(shards),
-                "examples": sum(s.num_examples for s in shards),
+                "examples": None
+                if any(s.open_ended for s in shards)
+                else sum(s.num_examples for s in shards),
                 "records": sum(s.num_records for s in shards),
                 "est_bytes": sum(s.est_bytes for s in shards),
                 "files": [s.filename for s in shards],
@@ -99,6 +106,9 @@ class Plan:
                 f.name: {"dtype": f.stored.dtype, "shape": list(f.shape)} for f in self.features
             },
             "sources": len(self.sources.files),
+            "generator": self.features[0].source.partition(":")[2]
+            if self.sources.mode == "generator"
+            else None,
             "splits": splits,
         }
 
@@ -123,10 +133,10 @@ def build_plan(
     rows = np.concatenate([f.rows for f in sources.files])
     total = rows.size
     example_bytes = max(1, sum(f.example_bytes() for f in features))
-    rows_per_record, record_target, stored_bytes = _record_layout(options, features)
+    rows_per_record, record_target, stored_bytes = record_layout(options, features)
     template = ShardedFileTemplate(options.name)
 
-    _check_record_limit(features, limits.max_record_bytes)
+    check_record_limit(features, limits.max_record_bytes)
     if len(options.splits) == 1 and options.splits[0].fraction == 1.0:
         assignments = [np.arange(total)]
     else:
@@ -178,7 +188,7 @@ def build_plan(
     )
 
 
-def _record_layout(
+def record_layout(
     options: PlanOptions, features: tuple[FeatureSchema, ...]
 ) -> tuple[int, int, int]:
     """(most examples per record, examples a record aims for, bytes written per example)."""
@@ -218,7 +228,7 @@ def _assign_splits(options: PlanOptions, file_ids: np.ndarray, rows: np.ndarray)
     return [np.flatnonzero(split_of_example == i) for i in range(len(options.splits))]
 
 
-def _check_record_limit(features: tuple[FeatureSchema, ...], max_record_bytes: int) -> None:
+def check_record_limit(features: tuple[FeatureSchema, ...], max_record_bytes: int) -> None:
     """Refuse at plan time an example that cannot fit in one record.
 
     Raises:
@@ -233,20 +243,6 @@ def _check_record_limit(features: tuple[FeatureSchema, ...], max_record_bytes: i
             f"{biggest.example_bytes()} bytes), over the {max_record_bytes}-byte "
             "limit of one TFRecord record"
         )
-
-
-def _transform_fingerprint(spec: str | None) -> str | None:
-    """The transform and the source of its module, so --resume notices edited code."""
-    if spec is None:
-        return None
-    module_name = spec.partition(":")[0]
-    try:
-        module_spec = importlib.util.find_spec(module_name)
-        origin = module_spec.origin if module_spec is not None else None
-        with open(origin, "rb") as handle:
-            return spec + ":" + hashlib.sha256(handle.read()).hexdigest()
-    except (ImportError, OSError, TypeError, ValueError):
-        return spec
 
 
 def _plan_digest(
@@ -267,7 +263,7 @@ def _plan_digest(
             ],
             "rows_per_record": rows_per_record,
             "compression": options.compression,
-            "transform": _transform_fingerprint(options.transform),
+            "transform": code_fingerprint(options.transform),
             "tool_version": __version__,
             # Index mode: whether the byte ranges carry their CRC32C (format 3).
             **(

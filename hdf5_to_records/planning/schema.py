@@ -58,7 +58,7 @@ class SourceFile:
 class SourceSet:
     """Everything the planner needs to know about the inputs."""
 
-    mode: Literal["rows", "groups"]
+    mode: Literal["rows", "groups", "generator"]
     files: tuple[SourceFile, ...]
     features: tuple[FeatureSchema, ...]
     group_pattern: str | None = None

@@ -8,18 +8,16 @@ must come back for every example; dimension sizes may vary (recorded as unknown)
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..errors import Hdf5ToRecordsError, TransformError, UnsupportedDtype, UsageError, first_line
-from ..format.dtypes import stored_type
+from ..errors import Hdf5ToRecordsError, TransformError, first_line
 from ..format.record_keys import INDICES_SUFFIX
 from ..writing.reading import Column
+from . import user_code
 from .schema import FeatureSchema
-from .stage_options import check_feature_name
+from .user_code import load_callable
 
 Transform = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -30,22 +28,7 @@ def load_transform(spec: str) -> Transform:
     Raises:
         UsageError: the module or function cannot be found or is not callable.
     """
-    module_name, _, func_name = spec.partition(":")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise UsageError(
-            f"--transform {spec}: cannot import module {module_name!r} "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise UsageError(
-            f"--transform {spec}: module {module_name!r} has no function {func_name!r}"
-        )
-    return func
+    return load_callable(spec, option="--transform")
 
 
 def example_for_transform(
@@ -98,19 +81,7 @@ def apply_transform(
 
 def schema_of(output: dict[str, np.ndarray], spec: str) -> tuple[FeatureSchema, ...]:
     """The output schema from the transform's result on the first example."""
-    schemas = []
-    for name, value in output.items():
-        check_feature_name(name, option=f"--transform {spec} output key")
-        if value.dtype == object:
-            raise UnsupportedDtype(
-                f"--transform {spec} output {name!r}: object arrays are not "
-                "supported; return numeric arrays or bytes (dtype S)"
-            )
-        stored = stored_type(value.dtype, where=f"--transform {spec} output {name!r}")
-        schemas.append(
-            FeatureSchema(name, f"transform:{spec}", value.dtype.str, stored, value.shape, True)
-        )
-    return tuple(schemas)
+    return user_code.schema_of(output, f"--transform {spec}")
 
 
 def check_output(
@@ -121,22 +92,4 @@ def check_output(
     Raises:
         TransformError: naming the example and what differs.
     """
-    expected = {f.name for f in schema}
-    if set(output) != expected:
-        raise TransformError(
-            f"--transform {spec} returned keys {sorted(output)} for {where}, "
-            f"but {sorted(expected)} for the first example"
-        )
-    for feature in schema:
-        value = output[feature.name]
-        if value.ndim != len(feature.shape):
-            raise TransformError(
-                f"--transform {spec} output {feature.name!r} has {value.ndim} dimensions for "
-                f"{where}, but {len(feature.shape)} for the first example"
-            )
-        kind = stored_type(value.dtype, where=f"output {feature.name!r}").dtype
-        if kind != feature.stored.dtype:
-            raise TransformError(
-                f"--transform {spec} output {feature.name!r} has dtype {kind} for {where}, "
-                f"but {feature.stored.dtype} for the first example"
-            )
+    user_code.check_output(output, schema, f"--transform {spec}", where, TransformError)

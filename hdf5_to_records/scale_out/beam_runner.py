@@ -26,11 +26,9 @@ from ..format.manifest import read_manifest, write_manifest
 from ..planning.config import ConvertConfig
 from ..planning.limits import DEFAULT_LIMITS, Limits
 from ..planning.plan import Plan
-from ..planning.transform import load_transform
 from ..writing.commit import build_manifest
 from ..writing.output import prepare_output
-from ..writing.reading import ShardReader
-from ..writing.writer import ShardResult, write_shard
+from ..writing.writer import ShardResult, open_inputs, write_shard
 from .beam_options import beam, engine_logs, import_beam, parse_beam_options
 from .tasks import plan_id
 
@@ -174,8 +172,7 @@ class _WriteShard(beam.DoFn if beam is not None else object):
     def setup(self) -> None:
         self._plan = _plan_for(self._config, self._expected, self._limits)
         self._job = make_job(self._config, self._plan)
-        self._reader = ShardReader(self._job.sources, self._job.read_features, self._job.limits)
-        self._transform = load_transform(self._job.transform) if self._job.transform else None
+        self._reader, self._transform = open_inputs(self._job)
 
     def process(self, index: int):
         spec = self._plan.shards[index]

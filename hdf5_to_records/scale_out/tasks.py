@@ -254,8 +254,9 @@ def _check_working_directory(directory: str, part: dict[str, Any]) -> None:
     relative = [
         p for p in paths if isinstance(p, str) and not fs.is_url(p) and not os.path.isabs(p)
     ]
-    if relative or config.get("transform"):
-        what = f"relative paths ({relative[0]})" if relative else "--transform"
+    code = next((f"--{key}" for key in ("transform", "generator") if config.get(key)), None)
+    if relative or code:
+        what = f"relative paths ({relative[0]})" if relative else code
         raise OutputError(
             f"finalize {directory}: the tasks ran in {cwd} with {what}; run finalize "
             "from that directory"

@@ -20,9 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from .. import fs
 from ..errors import WorkerDied
 from ..planning.plan import ShardSpec
-from ..planning.transform import load_transform
-from .reading import ShardReader
-from .writer import Job, ShardResult, init_worker, run_in_worker, write_shard
+from .writer import Job, ShardResult, init_worker, open_inputs, run_in_worker, write_shard
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -50,8 +48,7 @@ def execute(
 
 
 def _execute_here(job, specs, progress, on_result) -> list[ShardResult]:
-    reader = ShardReader(job.sources, job.read_features, job.limits)
-    transform = load_transform(job.transform) if job.transform else None
+    reader, transform = open_inputs(job)
     results = []
     try:
         for spec in specs:

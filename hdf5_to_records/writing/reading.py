@@ -85,6 +85,10 @@ class ShardReader:
                 raise exc.with_context(os.path.basename(source.path)) from None
         return self._chunk_tables[key]
 
+    def shard_windows(self, shard) -> Iterator[Window]:
+        """The examples of ``shard`` (a :class:`plan.ShardSpec`): see :meth:`windows`."""
+        return self.windows(shard.file_ids, shard.rows)
+
     def windows(self, file_ids: np.ndarray, rows: np.ndarray) -> Iterator[Window]:
         """Yield the shard's examples in order, a bounded window at a time.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import fs
-from ..errors import Hdf5ToRecordsError, OutputError
+from ..errors import Hdf5ToRecordsError, OutputError, UserCodeError
 from ..format.naming import INDEX_SUFFIX, index_name, temp_name
 from ..format.record_index import FRAMING_BYTES, RecordIndex, index_digest, run_lengths
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
@@ -31,12 +31,14 @@ from ..planning.plan import ShardSpec
 from ..planning.schema import FeatureSchema, SourceSet, merge_shapes
 from ..planning.sharding import record_sizes
 from ..planning.transform import (
+    Transform,
     apply_transform,
     check_output,
     example_for_transform,
     load_transform,
 )
 from .encode import Blocker, encode_block, piece_length, record_framing
+from .generated import GeneratorReader
 from .reading import Column, ShardReader
 from .sink import BackgroundSink
 
@@ -61,6 +63,8 @@ class Job:
     checksum_paths: tuple[str, ...] = ()
     record_target: int = 0
     limits: Limits = DEFAULT_LIMITS
+    generator: str | None = None  # --generator MODULE:FACTORY makes the examples
+    names: tuple[str, ...] = ()  # --names of a generator's tuple items
 
     @property
     def referenced(self) -> tuple[FeatureSchema, ...]:
@@ -131,6 +135,8 @@ def write_shard(
                 layout, index_temp, fs.join(job.output, index_name(spec.filename))
             )
         fs.rename(temp, final)
+    except UserCodeError:
+        raise  # it names the shard and the example already
     except Hdf5ToRecordsError as exc:
         raise exc.with_context(f"shard {spec.filename}") from None
     except OSError as exc:
@@ -146,8 +152,10 @@ def write_shard(
         fs.remove(index_temp)
     shapes = {name: list(merge_shapes(s)) for name, s in observed.items() if s}
     runs = run_lengths(layout.counts) if index_sha256 is not None else []
+    # What was written: a generator's shard may end before its planned count.
+    examples = sum(layout.counts)
     return ShardResult(
-        spec.split, spec.index, spec.filename, spec.num_examples, records, size, sha256, shapes,
+        spec.split, spec.index, spec.filename, examples, records, size, sha256, shapes,
         index_sha256, runs,
     )  # fmt: skip
 
@@ -206,7 +214,7 @@ def _write_records(job: Job, spec: ShardSpec, readers, sink, logs, progress,
     pending: collections.deque = collections.deque()
     if not job.read_features:  # nothing to read: every feature is referenced
         write_blocks(({}, n) for n in sizes)
-    windows = reader.windows(spec.file_ids, spec.rows) if job.read_features else ()
+    windows = reader.shard_windows(spec) if job.read_features else ()
     for window in windows:
         columns, n = window.columns, window.stop - window.start
         if transform is not None:
@@ -296,15 +304,24 @@ def _transform_window(
 _STATE: dict = {}
 
 
+def open_inputs(job: Job) -> tuple[ShardReader | GeneratorReader, Transform | None]:
+    """What a process writing shards reads with: the HDF5 reader (files open on first
+    use) or the generator's, and the transform, each imported in this process.
+
+    Raises:
+        UsageError: the transform or generator module cannot be imported.
+    """
+    if job.generator is not None:
+        return GeneratorReader(job.generator, job.names, job.features, job.limits), None
+    reader = ShardReader(job.sources, job.read_features, job.limits)
+    return reader, load_transform(job.transform) if job.transform else None
+
+
 def init_worker(job: Job, queue) -> None:
     """Pool initializer: keep the job, open nothing yet (files open on first use)."""
     _STATE.clear()
-    _STATE.update(
-        job=job,
-        queue=queue,
-        reader=ShardReader(job.sources, job.read_features, job.limits),
-        transform=load_transform(job.transform) if job.transform else None,
-    )
+    reader, transform = open_inputs(job)
+    _STATE.update(job=job, queue=queue, reader=reader, transform=transform)
 
 
 def run_in_worker(spec: ShardSpec) -> ShardResult:
