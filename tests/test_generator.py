@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hdf5_to_records.cli import main
 from hdf5_to_records.converter import convert
@@ -422,3 +424,81 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_manifest(gens, tmp_path):
     assert "manifest.json" not in names and not [n for n in names if n.endswith(TEMP_SUFFIX)]
     state = json.loads((tmp_path / "out" / ".hdf5-to-records-state.json").read_text())
     assert state["done"] == {}
+
+
+def test_beam_writes_the_same_shards_as_a_local_run(gens, tmp_path):
+    pytest.importorskip("apache_beam")
+    from hdf5_to_records.scale_out.beam_runner import convert_on_beam
+
+    options = {"generator": "my_generators:scenes", "num_examples": 30, "num_shards": 3,
+               "name": "ds", "workers": 1}  # fmt: skip
+    convert(build_config({**options, "output": str(tmp_path / "local")}))
+    convert_on_beam(build_config({**options, "output": str(tmp_path / "beam")}), beam_options=())
+    for name in sorted(os.listdir(tmp_path / "local")):
+        if name != "manifest.json":
+            want = (tmp_path / "local" / name).read_bytes()
+            assert (tmp_path / "beam" / name).read_bytes() == want, name
+    local, beam = (load_manifest(str(tmp_path / d)) for d in ("local", "beam"))
+    assert local["splits"] == beam["splits"]
+
+
+PROPERTY_GENERATORS = """
+DATA = []  # per shard: the examples to yield, set by the test (workers=1: in-process)
+
+
+def shards(shard_index, num_shards):
+    return iter(DATA[shard_index])
+"""
+DTYPES = ["<f4", ">f8", "<i2", ">u4", "|u1", "|b1", "<i8"]
+
+
+@st.composite
+def generator_cases(draw):
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    rank = draw(st.integers(0, 2))
+    num_shards = draw(st.integers(1, 3))
+    data = []
+    for _ in range(num_shards):
+        examples = []
+        for _ in range(draw(st.integers(1, 6))):
+            shape = tuple(draw(st.integers(0, 3)) for _ in range(rank))
+            values = draw(st.lists(st.integers(0, 100), min_size=int(np.prod(shape)),
+                                   max_size=int(np.prod(shape))))  # fmt: skip
+            examples.append({"v": np.array(values).astype(dtype).reshape(shape),
+                             "k": np.int64(len(examples))})  # fmt: skip
+        data.append(examples)
+    wanted = draw(st.none() | st.integers(num_shards, 3 * num_shards))
+    return data, wanted
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=generator_cases())
+def test_any_small_examples_round_trip(tmp_path_factory, case):
+    data, wanted = case
+    directory = tmp_path_factory.mktemp("generated")
+    (directory / "prop_generators.py").write_text(PROPERTY_GENERATORS)
+    sys.path.insert(0, str(directory))
+    sys.modules.pop("prop_generators", None)
+    try:
+        import prop_generators
+
+        prop_generators.DATA = data
+        convert(build_config({"generator": "prop_generators:shards", "workers": 1,
+                              "num_shards": len(data), "num_examples": wanted,
+                              "output": str(directory / "out")}))  # fmt: skip
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop("prop_generators", None)
+    counts = [len(s) for s in data]
+    if wanted is not None:
+        counts = [min(n, b - a) for n, (a, b) in zip(counts, shard_bounds(wanted, len(data)))]
+    got = split_examples(str(directory / "out"))
+    assert [len(s) for s in got] == counts
+    for shard, want in zip(got, data):
+        for example, expected in zip(shard, want):
+            stored = expected["v"].astype(expected["v"].dtype.newbyteorder("<"))
+            if stored.dtype == bool:
+                stored = stored.astype(np.uint8)
+            assert example["v"].shape == stored.shape
+            np.testing.assert_array_equal(example["v"], stored)
+            assert example["k"] == expected["k"]
