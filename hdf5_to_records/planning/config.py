@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import UsageError
 from ..format.naming import check_name
+from .generator import check_generator_options
+from .option_parsers import (
+    as_int,
+    as_pairs,
+    load_yaml,
+    parse_feature,
+    parse_names,
+    parse_sparse_shape,
+    parse_split,
+    resolve_path,
+)
 from .sharding import parse_size
 from .stage_options import (
     Checksums,
@@ -25,7 +36,6 @@ from .stage_options import (
     PlanOptions,
     SourceOptions,
     SplitSpec,
-    check_feature_name,
 )
 
 
@@ -70,7 +80,7 @@ class ConvertConfig:
 
     def __post_init__(self) -> None:
         if self.generator is not None:
-            self._check_generator()
+            check_generator_options(self)
         elif not self.sources:
             raise UsageError("no SOURCES given: name at least one HDF5 file or glob pattern")
         elif self.num_examples is not None or self.names:
@@ -120,44 +130,6 @@ class ConvertConfig:
             raise UsageError(f"--transform {self.transform!r}: expected module:function")
         if self.name is not None:
             check_name(self.name, what="dataset")
-
-    def _check_generator(self) -> None:
-        """A generator makes the examples: options that select or reference source
-        data have nothing to act on, and are refused rather than ignored."""
-        spec = self.generator
-        if ":" not in spec:
-            raise UsageError(f"--generator {spec!r}: expected MODULE:FACTORY")
-        conflicts = {
-            "SOURCES": bool(self.sources),
-            "--feature": bool(self.features),
-            "--rows": self.rows is not None,
-            "--groups": self.groups is not None,
-            "--sparse-shape": bool(self.sparse_shapes),
-            "--transform": self.transform is not None,
-            "--shuffle": self.shuffle,
-            f"--mode {self.mode}": self.mode != "copy",
-        }
-        given = [option for option, present in conflicts.items() if present]
-        if given:
-            why = {
-                "--transform": "; do the preprocessing in the factory's examples",
-                "--shuffle": "; reader.load(..., shuffle=True) shuffles the whole split",
-            }.get(given[0], "")
-            raise UsageError(f"--generator {spec}: {given[0]} cannot be used with it{why}")
-        if self.num_examples is not None and self.num_examples < 0:
-            raise UsageError(f"--num-examples must be >= 0, got {self.num_examples}")
-        if self.num_examples is None and len(self.splits) > 1:
-            raise UsageError(
-                f"--generator {spec}: several --split need --num-examples (the fractions divide it)"
-            )
-        if self.num_examples is None and self.shard_size is not None:
-            raise UsageError(
-                f"--generator {spec}: --shard-size needs --num-examples; give --num-shards"
-            )
-        for name in self.names:
-            check_feature_name(name, option="--names")
-        if len(set(self.names)) != len(self.names):
-            raise UsageError(f"--names must be unique, got {','.join(self.names)}")
 
     @property
     def source_options(self) -> SourceOptions:
@@ -218,70 +190,6 @@ class ConvertConfig:
         return data
 
 
-def parse_feature(text: str) -> FeatureSpec:
-    """Parse ``NAME=/path/in/file`` (``--feature``)."""
-    name, sep, path = text.partition("=")
-    if not sep:
-        raise UsageError(f"--feature {text!r}: expected NAME=/path/in/file")
-    return FeatureSpec(name.strip(), path.strip())
-
-
-def parse_sparse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``NAME=ROWS,COLUMNS`` or ``NAME=COLUMNS`` (``--sparse-shape``)."""
-    name, sep, dims = text.partition("=")
-    try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
-        if not sep or not 1 <= len(shape) <= 2 or min(shape) < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(
-            f"--sparse-shape {text!r}: expected NAME=ROWS,COLUMNS or NAME=COLUMNS"
-        ) from None
-    return check_feature_name(name.strip(), option="--sparse-shape"), shape
-
-
-def parse_names(value: Any) -> tuple[str, ...]:
-    """Parse ``X,Y,...`` or a YAML list (``--names``): the feature names of a
-    generator's tuple items, in order."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
-        raise UsageError(f"--names: expected NAME,NAME,..., got {value!r}")
-    if not isinstance(value, str) and not items:
-        return ()  # a manifest's record of no names
-    names = tuple(str(item).strip() for item in items)
-    if not names or not all(names):
-        raise UsageError(f"--names {value!r}: expected NAME,NAME,... with no empty names")
-    return names
-
-
-def parse_split(text: str) -> SplitSpec:
-    """Parse ``NAME=FRACTION`` (``--split``)."""
-    name, sep, fraction = text.partition("=")
-    try:
-        if not sep:
-            raise ValueError
-        value = float(fraction)
-    except ValueError:
-        raise UsageError(f"--split {text!r}: expected NAME=FRACTION, e.g. train=0.8") from None
-    return SplitSpec(name.strip(), value)
-
-
-def _as_pairs(value: Any, *, key: str) -> list[str]:
-    if isinstance(value, Mapping):
-        return [f"{k}={v}" for k, v in value.items()]
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Sequence):
-        return [str(v) for v in value]
-    raise UsageError(f"config key {key!r}: expected a mapping or a list of NAME=VALUE")
-
-
-def _resolve_path(path: str, base_dir: str | None) -> str:
-    if base_dir is None or "://" in path or os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(base_dir, path))
-
-
 _KEYS = {f.name for f in fields(ConvertConfig)}
 
 
@@ -311,14 +219,14 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
     Raises:
         UsageError: unknown keys, malformed values, contradictory options.
     """
-    from_yaml = _canonical(_load_yaml(yaml_path)) if yaml_path is not None else {}
+    from_yaml = _canonical(load_yaml(yaml_path)) if yaml_path is not None else {}
     given = {k: v for k, v in _canonical(options).items() if v is not None}
     base_dir = os.path.dirname(os.path.abspath(yaml_path)) if yaml_path else None
     from_file = set(from_yaml) - set(given)
     merged = {**from_yaml, **given}
 
     def path_of(key: str, value: str) -> str:
-        return _resolve_path(value, base_dir) if key in from_file else value
+        return resolve_path(value, base_dir) if key in from_file else value
 
     kwargs: dict[str, Any] = {}
     sources = merged.pop("sources", None) or ()
@@ -331,13 +239,13 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
     kwargs["sources"] = tuple(path_of("sources", str(s)) for s in sources)
     kwargs["output"] = path_of("output", str(merged.pop("output", "") or ""))
     features = merged.pop("features", None) or ()
-    kwargs["features"] = tuple(parse_feature(p) for p in _as_pairs(features, key="features"))
+    kwargs["features"] = tuple(parse_feature(p) for p in as_pairs(features, key="features"))
     shapes = merged.pop("sparse_shapes", None) or ()
-    pairs = _as_pairs(shapes, key="sparse_shapes")
+    pairs = as_pairs(shapes, key="sparse_shapes")
     kwargs["sparse_shapes"] = tuple(parse_sparse_shape(p) for p in pairs)
     splits = merged.pop("splits", None)
     if splits:
-        kwargs["splits"] = tuple(parse_split(p) for p in _as_pairs(splits, key="splits"))
+        kwargs["splits"] = tuple(parse_split(p) for p in as_pairs(splits, key="splits"))
     if "rows" in merged:
         rows = str(merged.pop("rows"))
         is_file = rows.startswith("@") and rows.endswith((".npy", ".txt"))
@@ -351,7 +259,7 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
         kwargs["names"] = parse_names(merged.pop("names"))
     for int_key in ("seed", "num_shards", "rows_per_record", "workers", "num_examples"):
         if int_key in merged:
-            kwargs[int_key] = _as_int(merged.pop(int_key), int_key)
+            kwargs[int_key] = as_int(merged.pop(int_key), int_key)
     for bool_key in ("shuffle", "overwrite", "resume"):
         if bool_key in merged:
             value = merged.pop(bool_key)
@@ -366,34 +274,3 @@ def build_config(options: Mapping[str, Any], *, yaml_path: str | None = None) ->
         where = f" in {yaml_path}" if yaml_path else ""
         raise UsageError(f"unknown config key {unknown!r}{where}; known keys: {sorted(_KEYS)}")
     return ConvertConfig(**kwargs)
-
-
-def _as_int(value: Any, key: str) -> int:
-    option = "--" + key.replace("_", "-")
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise UsageError(f"{option}: expected an integer, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{option}: expected an integer, got {value!r}") from None
-
-
-def _load_yaml(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: file not found") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--config {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--config {path}: not valid YAML ({exc.__class__.__name__})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option names to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -15,14 +15,59 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import GeneratorError, Hdf5ToRecordsError, first_line
+from ..errors import GeneratorError, Hdf5ToRecordsError, UsageError, first_line
 from . import user_code
 from .features import FeatureSchema
+from .stage_options import check_feature_name
 
 PAIR_NAMES = ("x", "y")  # a pair's default names: reader.load(..., supervised=("x", "y"))
 SINGLE_NAME = "x"  # a bare array's default name
 Factory = Callable[[int, int], Iterable]
 END = object()  # what next_example returns once the examples are exhausted
+
+
+def check_generator_options(config) -> None:
+    """Refuse what a ``--generator`` :class:`config.ConvertConfig` cannot have: the
+    generator makes the examples, so options that select or reference source data have
+    nothing to act on, and are refused rather than ignored.
+
+    Raises:
+        UsageError: naming the first such option.
+    """
+    spec = config.generator
+    if ":" not in spec:
+        raise UsageError(f"--generator {spec!r}: expected MODULE:FACTORY")
+    conflicts = {
+        "SOURCES": bool(config.sources),
+        "--feature": bool(config.features),
+        "--rows": config.rows is not None,
+        "--groups": config.groups is not None,
+        "--sparse-shape": bool(config.sparse_shapes),
+        "--transform": config.transform is not None,
+        "--shuffle": config.shuffle,
+        f"--mode {config.mode}": config.mode != "copy",
+    }
+    given = [option for option, present in conflicts.items() if present]
+    if given:
+        why = {
+            "--transform": "; do the preprocessing in the factory's examples",
+            "--shuffle": "; reader.load(..., shuffle=True) shuffles the whole split",
+        }.get(given[0], "")
+        raise UsageError(f"--generator {spec}: {given[0]} cannot be used with it{why}")
+    if config.num_examples is not None and config.num_examples < 0:
+        raise UsageError(f"--num-examples must be >= 0, got {config.num_examples}")
+    if config.num_examples is None and len(config.splits) > 1:
+        raise UsageError(
+            f"--generator {spec}: several --split need --num-examples (the fractions divide it)"
+        )
+    if config.num_examples is None and config.shard_size is not None:
+        raise UsageError(
+            f"--generator {spec}: --shard-size needs --num-examples; give --num-shards"
+        )
+    for name in config.names:
+        check_feature_name(name, option="--names")
+    if len(set(config.names)) != len(config.names):
+        raise UsageError(f"--names must be unique, got {','.join(config.names)}")
 
 
 def load_factory(spec: str) -> Factory:
