@@ -3,9 +3,11 @@
 On one scene source (``contiguous`` or ``gzip``), on one thread, in this process:
 
 - ``read``: the converter's own ``ShardReader`` over every row, window by window (h5py
-  ``read_direct`` into the window buffers; for gzip, h5py's filter pipeline inflates);
-- ``read, direct chunks``: the gzip chunks read raw (``read_direct_chunk``), inflated by
-  libdeflate and unshuffled straight into the window buffers (index mode's decoder);
+  ``read_direct`` into the window buffers; gzip chunks read raw, inflated by libdeflate
+  and unshuffled into them: ``writing/chunk_reads.py``);
+- ``read, h5py's filter pipeline``: the same reader with gzip inflated by h5py (zlib),
+  as before issue 18; ``read, direct chunks alone``: the raw chunk loop without the
+  reader, into one reused buffer;
 - ``encode``: ``Blocker`` + ``encode_block`` over the windows (headers, views);
 - ``crc32c``: the TFRecord data CRC over every record's bytes;
 - ``sha256`` and ``blake3`` (1 and all threads): the whole-shard digest candidates;
@@ -37,6 +39,7 @@ from hdf5_to_records.planning.config import build_config
 from hdf5_to_records.planning.schema import scan_sources
 from hdf5_to_records.planning.sharding import choose_rows_per_record
 from hdf5_to_records.writing.encode import Blocker, encode_block, record_framing
+from hdf5_to_records.writing.memory import keep_freed_memory
 from hdf5_to_records.writing.reading import ShardReader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,8 +52,14 @@ def timed(func) -> float:
     return time.perf_counter() - started
 
 
-def read_all(source: str) -> tuple[float, int, list]:
-    """The converter's reader over every row; its seconds, bytes and the last window."""
+def read_all(source: str, *, h5py_filters: bool = False) -> tuple[float, int, list]:
+    """The converter's reader over every row; its seconds, bytes and the last window.
+    ``h5py_filters``: gzip chunks inflate in h5py's filter pipeline (as before issue 18)."""
+    from hdf5_to_records.writing import reading
+
+    reading_direct = reading.direct_reference
+    if h5py_filters:
+        reading.direct_reference = lambda *args: None
     config = build_config({"sources": [source], "output": tempfile.mkdtemp()})
     sources = scan_sources(config.source_options)
     reader = ShardReader(sources, sources.features)
@@ -63,6 +72,7 @@ def read_all(source: str) -> tuple[float, int, list]:
         last = window
     seconds = time.perf_counter() - started
     reader.close()
+    reading.direct_reference = reading_direct
     return seconds, total, (last, sources.features)
 
 
@@ -95,6 +105,47 @@ def pieces_of(window, features) -> list[list]:
     return [encode_block(block, count, features) for block, count in blocks]
 
 
+def profile_once(source: str, layout: str, workdir: str, note) -> None:
+    """Every stage once; ``note(stage, seconds, bytes)`` records each."""
+    seconds, total, (window, features) = read_all(source)
+    note("read (the worker's ShardReader)", seconds, total)
+    if layout == "gzip":
+        note("read, h5py's filter pipeline", read_all(source, h5py_filters=True)[0], total)
+        note("read, direct chunks alone", read_direct_chunks(source), total)
+    records = pieces_of(window, features)
+    window_bytes = sum(np.asarray(c).nbytes for c in window.columns.values())
+    note("encode", timed(lambda: pieces_of(window, features)), window_bytes)
+    flat = [p for record in records for p in record]
+    nbytes = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in flat)
+    note("crc32c (record framing)", timed(lambda: [record_framing(r) for r in records]),
+         nbytes)  # fmt: skip
+
+    def digest(make):
+        h = make()
+        for piece in flat:
+            h.update(piece)
+        return h.digest()
+
+    note("sha256", timed(lambda: digest(hashlib.sha256)), nbytes)
+    try:
+        import blake3
+
+        note("blake3, 1 thread", timed(lambda: digest(blake3.blake3)), nbytes)
+        auto = blake3.blake3.AUTO
+        threaded = lambda: blake3.blake3(max_threads=auto)  # noqa: E731
+        note("blake3, all threads", timed(lambda: digest(threaded)), nbytes)
+    except ImportError:
+        pass
+
+    def write() -> None:
+        with tempfile.NamedTemporaryFile(dir=workdir) as handle:
+            for piece in flat:
+                handle.write(piece)
+            handle.flush()
+
+    note("write (page cache)", timed(write), nbytes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", default="gzip", choices=["contiguous", "gzip"])
@@ -102,6 +153,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=os.path.join(HERE, "_work"))
     args = parser.parse_args()
+    keep_freed_memory()  # as a worker does
     os.makedirs(args.workdir, exist_ok=True)
     source = ensure_source(os.path.abspath(args.workdir), args.rows, args.layout)
     per_gb: dict[str, list[float]] = {}
@@ -110,42 +162,7 @@ def main() -> None:
         per_gb.setdefault(stage, []).append(seconds / (nbytes / GB))
 
     for _ in range(args.repeats):
-        seconds, total, (window, features) = read_all(source)
-        note("read (ShardReader, h5py)", seconds, total)
-        if args.layout == "gzip":
-            note("read, direct chunks + libdeflate", read_direct_chunks(source), total)
-        records = pieces_of(window, features)
-        window_bytes = sum(np.asarray(c).nbytes for c in window.columns.values())
-        note("encode", timed(lambda: pieces_of(window, features)), window_bytes)
-        flat = [p for record in records for p in record]
-        nbytes = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in flat)
-        note("crc32c (record framing)", timed(lambda: [record_framing(r) for r in records]),
-             nbytes)  # fmt: skip
-
-        def digest(make):
-            h = make()
-            for piece in flat:
-                h.update(piece)
-            return h.digest()
-
-        note("sha256", timed(lambda: digest(hashlib.sha256)), nbytes)
-        try:
-            import blake3
-
-            note("blake3, 1 thread", timed(lambda: digest(blake3.blake3)), nbytes)
-            auto = blake3.blake3.AUTO
-            note("blake3, all threads",
-                 timed(lambda: digest(lambda: blake3.blake3(max_threads=auto))), nbytes)  # fmt: skip
-        except ImportError:
-            pass
-
-        def write() -> None:
-            with tempfile.NamedTemporaryFile(dir=args.workdir) as handle:
-                for piece in flat:
-                    handle.write(piece)
-                handle.flush()
-
-        note("write (page cache)", timed(write), nbytes)
+        profile_once(source, args.layout, args.workdir, note)
     print(f"one worker's stages on {source} ({args.layout}), seconds per GB, "
           f"medians of {args.repeats}:")  # fmt: skip
     for stage, values in per_gb.items():

@@ -29,7 +29,8 @@ from .planning.transform import apply_transform, example_for_transform, load_tra
 from .scale_out.tasks import TaskSlice, prepare_task_output, sweep_task, write_part
 from .scale_out.tasks import finalize as finalize_parts
 from .writing.commit import build_manifest
-from .writing.executor import execute, prestart
+from .writing.executor import execute
+from .writing.forkserver import prestart
 from .writing.output import prepare_output
 from .writing.reading import ShardReader
 from .writing.staging import needs_staging, stage

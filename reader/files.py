@@ -7,6 +7,8 @@ import hashlib
 from hdf5_to_records._tf import import_tensorflow
 from hdf5_to_records.errors import ShardCorrupt, ShardMissing, UsageError
 from hdf5_to_records.format.dataset_spec import ShardInfo
+from hdf5_to_records.format.proto import FramingError
+from hdf5_to_records.format.shard_digest import stream_digest
 
 _HASH_BLOCK = 8 << 20  # 8 MiB reads when verifying checksums
 
@@ -44,8 +46,41 @@ def worker_shards(
     return shards[worker_index::num_workers]
 
 
-def check_shards(shards: tuple[ShardInfo, ...], *, verify: bool = False) -> None:
-    """Check each shard exists with the manifest's size (and sha256 when ``verify``).
+def _check_digest(shard: ShardInfo, gfile, *, gzip: bool) -> None:
+    """The shard's bytes against its digest: every record's CRCs and the framing digest
+    (format 5), or the whole file's sha256 (older manifests).
+
+    Raises:
+        ShardCorrupt: naming the file and what differs.
+    """
+
+    def blocks():
+        with gfile.GFile(shard.path, "rb") as handle:
+            while block := handle.read(_HASH_BLOCK):
+                yield block
+
+    if shard.sha256 is not None:
+        digest = hashlib.sha256()
+        for block in blocks():
+            digest.update(block)
+        if digest.hexdigest() != shard.sha256:
+            raise ShardCorrupt(f"shard {shard.path} does not match its sha256 in the manifest")
+        return
+    try:
+        framing, records = stream_digest(blocks(), gzip=gzip)
+    except FramingError as exc:
+        raise ShardCorrupt(f"shard {shard.path}: {exc}") from None
+    if framing != shard.framing_sha256 or records != shard.num_records:
+        raise ShardCorrupt(
+            f"shard {shard.path} does not match its framing_sha256 in the manifest"
+        )
+
+
+def check_shards(
+    shards: tuple[ShardInfo, ...], *, verify: bool = False, gzip: bool = False
+) -> None:
+    """Check each shard exists with the manifest's size (and, with ``verify``, every
+    record's CRCs and the shard's digest; ``gzip``: the shards are gzip streams).
 
     Raises:
         ShardMissing: naming the file.
@@ -62,9 +97,4 @@ def check_shards(shards: tuple[ShardInfo, ...], *, verify: bool = False) -> None
                 "(truncated or overwritten?)"
             )
         if verify:
-            digest = hashlib.sha256()
-            with gfile.GFile(shard.path, "rb") as handle:
-                while block := handle.read(_HASH_BLOCK):
-                    digest.update(block)
-            if digest.hexdigest() != shard.sha256:
-                raise ShardCorrupt(f"shard {shard.path} does not match its sha256 in the manifest")
+            _check_digest(shard, gfile, gzip=gzip)

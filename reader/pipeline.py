@@ -116,7 +116,7 @@ def _open(path: str, split: str, o: ReadOptions) -> _Source:
         num_workers=o.num_workers,
         worker_index=o.worker_index,
     )
-    check_shards(shards, verify=o.verify_checksums)
+    check_shards(shards, verify=o.verify_checksums, gzip=spec.compression == "gzip")
     spans = _span_reader(spec, chosen, o.allowed_roots, o.max_open_files)
     k = spec.rows_per_record
     record_bytes = max(1, sum(s.num_bytes for s in shards)) / max(

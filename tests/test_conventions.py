@@ -230,7 +230,7 @@ def test_anndata_rows_convert_with_splits_and_shuffle(tmp_path, convert_h5, comp
     with open(f"{out}/manifest.json") as handle:
         manifest = json.load(handle)
     features = {f["name"]: f for f in manifest["features"]}
-    assert manifest["format_version"] == 4
+    assert manifest["format_version"] == 5  # 4 (sparse) and 5 (framing digests)
     assert features["X"]["sparse"] is True and features["X"]["shape"] == [200]
     categories = list(expected["bulk_labels_categories"])
     assert list(features["bulk"]["enum"]) == categories

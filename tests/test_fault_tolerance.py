@@ -260,7 +260,7 @@ def recorded_done(out: Path, ref: Path) -> set[str]:
     shards = json.loads((ref / MANIFEST_NAME).read_text())["splits"]["train"]["shards"]
     expected = {s["file"]: s for s in shards}
     for name, entry in done.items():
-        assert entry["sha256"] == expected[name]["sha256"], name
+        assert entry["framing_sha256"] == expected[name]["framing_sha256"], name
         assert entry["num_bytes"] == expected[name]["num_bytes"], name
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     return set(done)

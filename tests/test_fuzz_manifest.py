@@ -268,7 +268,7 @@ def _empty_split(document):
             "index",
             _set(("format_version",), 9),
             "manifest.json",
-            "{path} has format version 9; this tool reads versions 1, 2, 3, 4; "
+            "{path} has format version 9; this tool reads versions 1, 2, 3, 4, 5; "
             "upgrade hdf5-to-records to read it",
         ),
         (

@@ -1,6 +1,6 @@
 """A small committed shard and manifest pin the on-disk format.
 
-If this fails, the format changed: bump FORMAT_VERSION in manifest.py, document it in
+If this fails, the format changed: bump the format version in manifest.py, document it in
 the README, and regenerate with ``H2R_REGEN_GOLDEN=1 pytest tests/test_golden.py``.
 Index mode's format (3: every referenced byte range carries its CRC32C) is pinned by its
 version and record layout; ``golden/index_v2`` is a format-2 dataset, with its source,
@@ -86,7 +86,7 @@ def test_index_format_pins_its_version_and_record_layout(tmp_path):
     out = tmp_path / "golden"
     _convert(source, out, mode="auto")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 5  # 3 (checksums), and 5 (framing digests)
     assert manifest["records"] == {
         "rows_per_record": 4,  # index mode: records of K to 2K examples
         "count_key": "__rows__",
@@ -138,7 +138,64 @@ def test_format_2_index_dataset_with_a_touched_source_is_refused(index_v2):
 def test_newer_format_is_refused_with_a_hint(tmp_path):
     shutil.copytree(INDEX_V2 / "out", tmp_path / "out")
     path = tmp_path / "out" / "manifest.json"
-    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 5'))
-    refused = r"format version 5; this tool reads versions 1, 2, 3, 4"
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 6'))
+    refused = r"format version 6; this tool reads versions 1, 2, 3, 4, 5"
     with pytest.raises(ManifestError, match=refused):
         load_manifest(str(tmp_path / "out"))
+
+
+# ---- shard digests: format 5's framing_sha256; format 1-4's whole-file sha256 --------
+
+
+def _copy(source: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("index_v2", "copy_v1"))
+    return out
+
+
+def _messages(directory: Path) -> list[str]:
+    return [p.message for p in verify(str(directory)).problems]
+
+
+def test_the_framing_digest_catches_records_swapped_with_a_consistent_index(tmp_path):
+    import hashlib
+
+    out = _copy(GOLDEN, tmp_path)
+    assert _messages(out) == []
+    data = (out / SHARD).read_bytes()
+    # Records 0 and 1 (114 and 115 bytes, 2 examples each) swapped; the index, its
+    # sha256, the size and the counts all stay consistent: only the digest can tell.
+    (out / SHARD).write_bytes(data[114:229] + data[:114] + data[229:])
+    index = b"0 115\n115 114\n229 99\n"
+    (out / INDEX).write_bytes(index)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["index_sha256"] = hashlib.sha256(index).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    messages = _messages(out)
+    assert messages == ["framing_sha256 differs from the manifest (records changed or reordered)"]
+
+
+def test_a_flipped_byte_fails_its_record_crc_in_every_format(tmp_path):
+    for version, source in (("5", GOLDEN), ("1", GOLDEN / "copy_v1")):
+        out = _copy(source, tmp_path / version)
+        assert _messages(out) == [], version
+        data = bytearray((out / SHARD).read_bytes())
+        data[150] ^= 0x01  # inside record 1's payload
+        (out / SHARD).write_bytes(bytes(data))
+        messages = _messages(out)
+        assert any("data CRC mismatch" in m for m in messages), (version, messages)
+        if version == "1":
+            assert "sha256 differs from the manifest (corrupt or rewritten)" in messages
+
+
+def test_format_1_with_a_whole_file_sha256_still_reads_and_verifies(tmp_path):
+    import reader
+
+    out = _copy(GOLDEN / "copy_v1", tmp_path)
+    assert json.loads((out / "manifest.json").read_text())["format_version"] == 1
+    ds = reader.load(str(out), batch_size=5, verify_checksums=True)
+    batch = next(iter(ds))
+    np.testing.assert_array_equal(batch["x"].numpy(), np.arange(15).reshape(5, 3) - 7)
+    (out / SHARD).write_bytes((out / SHARD).read_bytes()[:-1] + b"\x00")
+    with pytest.raises(Exception, match="does not match its sha256"):
+        reader.load(str(out), batch_size=5, verify_checksums=True)

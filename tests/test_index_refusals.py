@@ -33,7 +33,7 @@ def test_auto_mode_mixes_references_and_copies(tmp_path):
     out = convert_small(path, tmp_path / "out", mode="auto", rows_per_record=5)
     manifest = load_manifest(out)
     assert storage(out) == {"name": "copy", "ok": "reference", "small": "copy", "text": "copy"}
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 5  # 3 (checksums) and 5 (framing digests)
     assert list(manifest["sources"][0]["references"]) == ["ok"]
     got = read_all(out)
     for name in ("ok", "small"):
@@ -43,12 +43,12 @@ def test_auto_mode_mixes_references_and_copies(tmp_path):
     assert got["text"][4] == b"t4t4"
 
 
-def test_copy_mode_manifest_stays_version_1(tmp_path):
+def test_copy_mode_manifest_is_version_5_without_source_references(tmp_path):
     path = tmp_path / "src.h5"
     with h5py.File(path, "w") as h5:
         h5["x"] = np.arange(N, dtype="<f4")
     manifest = load_manifest(convert_small(path, tmp_path / "out"))
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 5
     assert "source_roots" not in manifest and "references" not in manifest["sources"][0]
     assert storage(tmp_path / "out") == {"x": "copy"}
 

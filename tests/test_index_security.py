@@ -46,7 +46,7 @@ def dataset(tmp_path):
 def test_unchanged_sources_read_back(dataset):
     out, source, values = dataset
     manifest = load_manifest(str(out))
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 5  # 3 (checksums) and 5 (framing digests)
     assert {f["storage"] for f in manifest["features"]} == {"reference"}
     assert manifest["source_roots"] == ["../data"]  # relative: moves with the output
     assert_values(out, values)

@@ -90,7 +90,7 @@ def test_resume_skips_complete_shards_and_matches_a_clean_run(source, tmp_path, 
 
     def shards(d):
         return [
-            (s["file"][-14:], s["sha256"])
+            (s["file"][-14:], s["framing_sha256"])
             for s in load_manifest(str(d))["splits"]["train"]["shards"]
         ]
 
@@ -135,7 +135,7 @@ def test_same_inputs_give_byte_identical_shards(source, tmp_path):
         )
         manifest = load_manifest(str(out))
         digests.append(
-            {k: [s["sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
+            {k: [s["framing_sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
         )
     assert digests[0] == digests[1] == digests[2]
 
@@ -144,7 +144,7 @@ def test_manifest_contents(source, tmp_path):
     out = tmp_path / "out"
     convert(build_config(options(source, out, rows="::2", compression="gzip")))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == "hdf5-to-records" and manifest["format_version"] == 1
+    assert manifest["format"] == "hdf5-to-records" and manifest["format_version"] == 5
     assert manifest["compression"] == "gzip"
     assert manifest["records"] == {
         "rows_per_record": 3,

@@ -182,7 +182,7 @@ def test_missing_manifest_and_version(tmp_path, dataset):
     out, _ = dataset
     text = open(os.path.join(out, "manifest.json")).read()
     (tmp_path / "manifest.json").write_text(
-        text.replace('"format_version": 1', '"format_version": 9')
+        text.replace('"format_version": 5', '"format_version": 9')
     )
     with pytest.raises(ManifestError, match="format version 9"):
         reader.load(str(tmp_path))
@@ -198,7 +198,7 @@ def test_missing_and_corrupt_shards(tmp_path, dataset):
     data = bytearray((copy / shard).read_bytes())
     data[40] ^= 0xFF
     (copy / shard).write_bytes(bytes(data))
-    with pytest.raises(ShardCorrupt, match=f"{shard} does not match its sha256"):
+    with pytest.raises(ShardCorrupt, match=f"{shard}: (data|length) CRC mismatch"):
         reader.load(str(copy), verify_checksums=True)
     (copy / shard).write_bytes(bytes(data[:-3]))
     with pytest.raises(ShardCorrupt, match=f"{shard} has {len(data) - 3} bytes"):

@@ -13,6 +13,7 @@ import collections
 import gzip
 import hashlib
 import os
+import struct
 
 import h5py
 import numpy as np
@@ -443,6 +444,17 @@ def test_gzip_output_decompresses_to_the_uncompressed_shards(
         assert gzip.decompress(data) == plain_bytes[name]
 
 
+def _framing_sha256(stream: bytes) -> str:
+    """The README's definition: sha256 over each record's length, length CRC and data CRC."""
+    digest, at = hashlib.sha256(), 0
+    while at < len(stream):
+        (length,) = struct.unpack("<Q", stream[at : at + 8])
+        digest.update(stream[at : at + 12])
+        digest.update(stream[at + 12 + length : at + 16 + length])
+        at += 16 + length
+    return digest.hexdigest()
+
+
 def test_manifest_describes_the_shards_on_disk(tmp_path, write_h5, convert_h5):
     path = _id_file(tmp_path, write_h5, 12)
     out = convert_h5(path, num_shards=3, compression="gzip", splits={"a": 0.5, "b": 0.5})
@@ -452,7 +464,7 @@ def test_manifest_describes_the_shards_on_disk(tmp_path, write_h5, convert_h5):
         for shard in split["shards"]:
             data = open(os.path.join(out, shard["file"]), "rb").read()
             assert shard["num_bytes"] == len(data)
-            assert shard["sha256"] == hashlib.sha256(data).hexdigest()
+            assert shard["framing_sha256"] == _framing_sha256(gzip.decompress(data))
             total += shard["num_examples"]
     assert total == 12
     assert manifest["records"]["byte_order"] == "little"

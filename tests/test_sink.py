@@ -1,7 +1,6 @@
 """The background sink: order, hashes, gzip, barriers and errors."""
 
 import gzip
-import hashlib
 import io
 
 import numpy as np
@@ -15,15 +14,16 @@ def pieces():
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_writes_in_order_and_hashes_what_reaches_the_file(compress):
+def test_writes_in_order_and_counts_what_reaches_the_file(compress):
     raw = io.BytesIO()
     sink = BackgroundSink(raw, compress=compress)
-    for piece in pieces():
-        sink.write(piece)
+    all_pieces = list(pieces())
+    sink.write(all_pieces[0])
+    sink.write_all(all_pieces[1:])
     sink.barrier().wait()
-    size, digest = sink.close()
+    size = sink.close()
     data = raw.getvalue()
-    assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
+    assert size == len(data)
     expected = b"".join(bytes(p) for p in pieces())
     assert (gzip.decompress(data) if compress else data) == expected
 

@@ -242,7 +242,7 @@ def test_cache_checks_the_first_pass_only(dataset):
 def test_every_range_carries_the_crc32c_of_its_stored_bytes(dataset):
     out, source, _, layout = dataset
     manifest = json.load(open(f"{out}/manifest.json"))
-    assert manifest["format_version"] == 3
+    assert manifest["format_version"] == 5  # 3 (checksums) and 5 (framing digests)
     assert manifest["records"]["checksums"] == "crc32c"
     data = open(source, "rb").read()
     ranges = 0
@@ -266,7 +266,7 @@ def unchecked(tmp_path):
 def test_without_checksums_it_is_recorded_shown_and_warned_about(unchecked):
     out, _, values = unchecked
     manifest = json.load(open(f"{out}/manifest.json"))
-    assert manifest["format_version"] == 3 and manifest["records"]["checksums"] == "none"
+    assert manifest["format_version"] == 5 and manifest["records"]["checksums"] == "none"
     assert manifest["config"]["checksums"] == "none"
     np.testing.assert_array_equal(read_x(out), values)
     info = run("info", out)

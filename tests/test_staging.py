@@ -51,7 +51,7 @@ def run(source, out, workers):
     }
     convert(build_config(options), limits=MANY_WINDOWS)
     manifest = load_manifest(str(out))
-    return {k: [s["sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
+    return {k: [s["framing_sha256"] for s in v["shards"]] for k, v in manifest["splits"].items()}
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -669,6 +669,6 @@ def test_workers_are_not_recorded_when_the_shard_count_is_fixed(sources, tmp_pat
         )
     ).manifest
     assert "workers" not in one["config"]
-    assert [s["sha256"] for s in one["splits"]["train"]["shards"]] == [
-        s["sha256"] for s in two["splits"]["train"]["shards"]
+    assert [s["framing_sha256"] for s in one["splits"]["train"]["shards"]] == [
+        s["framing_sha256"] for s in two["splits"]["train"]["shards"]
     ]

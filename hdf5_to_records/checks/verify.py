@@ -3,9 +3,10 @@
 Checks, each problem named with its file (and record number where there is one):
 
 - the manifest: readable, a known format version, consistent fields and counts;
-- every shard: present, no stray files beside them, the recorded size and sha256, every
-  record's TFRecord framing (length and data CRC), record and example counts, and every
-  record decoding to the manifest's dtypes and shapes;
+- every shard: present, no stray files beside them, the recorded size, every record's
+  TFRecord framing (length and data CRC) and the digest of that framing (or, in older
+  manifests, the whole file's sha256), record and example counts, and every record
+  decoding to the manifest's dtypes and shapes;
 - index mode: every source present, unchanged and allowed, every reference inside its
   file and dataset, and every referenced byte range read and checked against the CRC32C
   recorded at conversion (only those of the sampled records with ``sample``); a dataset
@@ -13,7 +14,7 @@ Checks, each problem named with its file (and record number where there is one):
 - ``deep`` (or a ``sample`` fraction of the records): the values equal what h5py reads
   from the sources, rows found by rebuilding the conversion plan from the manifest.
 
-It reads without TensorFlow: sha256, CRC32C and parsing run near disk speed, and the
+It reads without TensorFlow: CRC32C and parsing run near disk speed, and the
 shards (and so the source ranges they reference) are checked side by side in threads.
 """
 

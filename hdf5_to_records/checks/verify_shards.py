@@ -1,4 +1,4 @@
-"""``verify``'s check of one shard: its bytes (size, sha256), every record's framing,
+"""``verify``'s check of one shard: its bytes (size, framing digest), every record's framing,
 counts and decoding, and for ``deep``/``sample`` the values against h5py's (the rows
 found by rebuilding the conversion plan: :class:`Expected`).
 """
@@ -20,6 +20,7 @@ from ..format.proto import FrameReader, FramingError, parse_example
 from ..format.record_index import FRAMING_BYTES, RecordIndex, expand_runs, index_digest
 from ..format.record_keys import INDICES_SUFFIX
 from ..format.record_values import feature_values, record_count, sparse_indices
+from ..format.shard_digest import FramingDigest
 from .verify_report import Problem, Report
 
 READ_BLOCK = 16 << 20  # bytes read at a time
@@ -103,15 +104,18 @@ class ShardCheck:
 
     def run(self, path: str) -> None:
         records = examples = 0
-        digest = hashlib.sha256()
+        # Older manifests: the whole file's sha256; format 5: the framing's (shard_digest).
+        digest = hashlib.sha256() if self.entry.sha256 is not None else None
+        framed = FramingDigest()
         size = 0
         inflate = zlib.decompressobj(wbits=31) if self.spec.compression == "gzip" else None
-        framing = FrameReader()
+        framing = FrameReader(framed)
         broken = False
         try:
             with open(path, "rb") as handle:
                 while block := handle.read(self.read_block):
-                    digest.update(block)
+                    if digest is not None:
+                        digest.update(block)
                     size += len(block)
                     if self.progress is not None:
                         self.progress(len(block))
@@ -136,6 +140,7 @@ class ShardCheck:
                     framing.finish()
                 except (FramingError, zlib.error) as exc:
                     self.problem(f"bad TFRecord framing: {exc}", records)
+                    broken = True
         except FileNotFoundError:
             self.problem("missing: listed in the manifest, not on disk")
             return
@@ -145,8 +150,10 @@ class ShardCheck:
         self.report.bytes += size
         if size != self.entry.num_bytes:
             self.problem(f"{size} bytes, the manifest says {self.entry.num_bytes}")
-        if digest.hexdigest() != self.entry.sha256:
+        if digest is not None and digest.hexdigest() != self.entry.sha256:
             self.problem("sha256 differs from the manifest (corrupt or rewritten)")
+        elif digest is None and not broken and framed.hexdigest() != self.entry.framing_sha256:
+            self.problem("framing_sha256 differs from the manifest (records changed or reordered)")
         if self.hidden:
             self.problem(f"{self.hidden} more record problem(s) like the ones above")
         self.report.records += records

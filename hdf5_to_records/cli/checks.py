@@ -75,7 +75,7 @@ def bench(directory: str, split: str, batch_size: int, epochs: int, debug: bool)
 def verify(
     directory: str, deep: bool, sample: float | None, seed: int, as_json: bool, debug: bool
 ) -> None:
-    """Check DIRECTORY: manifest, shards (size, sha256, framing, counts, decoding) and,
+    """Check DIRECTORY: manifest, shards (size, record CRCs, framing digest, counts, decoding) and,
     in index mode, the sources; exit 0 if all holds, 1 if anything is wrong."""
     if deep and sample is not None:
         raise click.UsageError("--deep and --sample are mutually exclusive")

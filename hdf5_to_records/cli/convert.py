@@ -182,8 +182,17 @@ def convert(
     elif num_tasks is not None:
         hint = "rerun this task (--resume keeps a complete one)"
     with reported_errors(debug, interrupted_hint=hint):
+        if not dry_run and runner == "local":
+            from ..writing.forkserver import prestart
+
+            # Before the converter's imports, which the forkserver's then overlap. Where
+            # a YAML file sets --workers 1, the forkserver just goes unused.
+            prestart(given.get("output"), given.get("workers"))
         from ..converter import convert as run_convert
         from ..planning.config import build_config
+        from ..writing.memory import keep_freed_memory
+
+        keep_freed_memory()  # the CLI's process is ours (--workers 1 writes here)
 
         config = build_config(given, yaml_path=config_file)
         task = _task(num_tasks, task_index)

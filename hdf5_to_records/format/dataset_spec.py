@@ -20,10 +20,11 @@ class ShardInfo:
     path: str
     num_examples: int
     num_bytes: int
-    sha256: str
+    sha256: str | None  # older manifests: the whole file's
     num_records: int = 0
     index_sha256: str | None = None  # the record index PATH.idx, if the shard has one
     record_examples: tuple[tuple[int, int], ...] = ()  # examples per record, as runs
+    framing_sha256: str | None = None  # format 5: see shard_digest.py
 
     @property
     def index_path(self) -> str:
@@ -108,6 +109,7 @@ def spec_of(manifest: Manifest, directory: str) -> DatasetSpec:
                     s.num_records,
                     s.index_sha256,
                     s.record_examples,
+                    s.framing_sha256,
                 )  # fmt: skip
                 for s in split.shards
             )

@@ -27,7 +27,12 @@ INDEX_FORMAT_VERSION = 3
 # Version 4 added references into fields of compound datasets (a reference's
 # element_bytes) and sparse (CSR) features; only datasets that hold them are version 4.
 CONVENTIONS_FORMAT_VERSION = 4
-READABLE_VERSIONS = (FORMAT_VERSION, 2, INDEX_FORMAT_VERSION, CONVENTIONS_FORMAT_VERSION)
+# Version 5: shards carry framing_sha256 (shard_digest.py) instead of a whole-file
+# sha256. Every dataset written since is version 5; 1-4 are still read.
+FRAMING_FORMAT_VERSION = 5
+READABLE_VERSIONS = (
+    FORMAT_VERSION, 2, INDEX_FORMAT_VERSION, CONVENTIONS_FORMAT_VERSION, FRAMING_FORMAT_VERSION,
+)  # fmt: skip
 MANIFEST_NAME = "manifest.json"
 SOURCE_ROOTS_KEY = "source_roots"  # index mode: directories the sources may lie under
 _TOTALS = ("num_examples", "num_records", "num_bytes")
@@ -35,20 +40,25 @@ _TOTALS = ("num_examples", "num_records", "num_bytes")
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard: its file name (in the dataset's directory), counts and sha256, the
-    shapes its ragged features took, and the plan fingerprint ``--resume`` compares."""
+    """One shard: its file name (in the dataset's directory), counts and digest, the
+    shapes its ragged features took, and the plan fingerprint ``--resume`` compares.
+
+    The digest is ``framing_sha256`` (format 5, see ``shard_digest.py``) or, in older
+    manifests, ``sha256``: the sha256 of the whole file.
+    """
 
     file: str
     num_examples: int
     num_records: int
     num_bytes: int
-    sha256: str
+    sha256: str | None
     shapes: dict[str, list[int | None]] = field(default_factory=dict)
     fingerprint: str | None = None
     # The record index ``FILE.idx`` (format/record_index.py): its sha256, and the
     # examples of each record as [[count, times], ...]. None: no index (gzip, or older).
     index_sha256: str | None = None
     record_examples: tuple[tuple[int, int], ...] = ()
+    framing_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -56,7 +66,8 @@ class ShardEntry:
             "num_examples": self.num_examples,
             "num_records": self.num_records,
             "num_bytes": self.num_bytes,
-            "sha256": self.sha256,
+            **({"sha256": self.sha256} if self.sha256 is not None else {}),
+            **({"framing_sha256": self.framing_sha256} if self.framing_sha256 else {}),
             "shapes": self.shapes,
         }
         if self.index_sha256 is not None:
@@ -77,6 +88,10 @@ class ShardEntry:
             check.field(data, "num_examples", where), f"{where}.num_examples"
         )
         num_records = check.count(data.get("num_records", 0), f"{where}.num_records")
+        sha256 = check.optional_text(data.get("sha256"), f"{where}.sha256")
+        framing = check.optional_text(data.get("framing_sha256"), f"{where}.framing_sha256")
+        if sha256 is None and framing is None:
+            raise Malformed(f"{where}: no framing_sha256 (or sha256) for the shard")
         if index_sha256 is not None and (
             sum(c * t for c, t in runs) != num_examples or sum(t for _, t in runs) != num_records
         ):
@@ -89,11 +104,12 @@ class ShardEntry:
             num_examples,
             num_records,
             check.count(check.field(data, "num_bytes", where), f"{where}.num_bytes"),
-            check.text(check.field(data, "sha256", where), f"{where}.sha256"),
+            sha256,
             {k: list(check.shape(v, f"{where}.shapes")) for k, v in shapes.items()},
             check.optional_text(data.get("fingerprint"), f"{where}.fingerprint"),
             index_sha256,
             runs if index_sha256 is not None else (),
+            framing,
         )
 
 

@@ -26,8 +26,9 @@ class FrameReader:
     """TFRecord records from a byte stream fed in blocks, CRCs checked; holds at most
     one block plus one record in memory."""
 
-    def __init__(self):
+    def __init__(self, digest=None):
         self._pending = b""
+        self._digest = digest  # a shard_digest.FramingDigest fed each record's framing
 
     def feed(self, block: bytes) -> Iterator[memoryview]:
         """The records completed by ``block``.
@@ -49,6 +50,8 @@ class FrameReader:
             (data_crc,) = struct.unpack("<I", buffer[at + 12 + length : at + 16 + length])
             if masked_crc(data) != data_crc:
                 raise FramingError("data CRC mismatch")
+            if self._digest is not None:
+                self._digest.add(buffer[at : at + 12], buffer[at + 12 + length : at + 16 + length])
             yield data
             at += 16 + length
         self._pending = bytes(buffer[at:])

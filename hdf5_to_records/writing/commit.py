@@ -15,6 +15,7 @@ from .._version import __version__
 from ..format.manifest import (
     CONVENTIONS_FORMAT_VERSION,
     FORMAT_VERSION,
+    FRAMING_FORMAT_VERSION,
     INDEX_FORMAT_VERSION,
     Manifest,
     ShardEntry,
@@ -54,12 +55,14 @@ def build_manifest(config: ConvertConfig, plan: Plan, results: list[ShardResult]
         source_roots=tuple(roots),
         config=config_record(config),
         tool_version=__version__,
-        format_version=_format_version(plan, referenced),
+        format_version=_format_version(plan, referenced, results),
     )
 
 
-def _format_version(plan: Plan, referenced: list[str]) -> int:
+def _format_version(plan: Plan, referenced: list[str], results: list[ShardResult]) -> int:
     """The oldest format that holds what this dataset uses (older readers refuse it)."""
+    if any(r.framing_sha256 for r in results):
+        return FRAMING_FORMAT_VERSION
     fields = any(
         not isinstance(f.refs.get(name), str) and f.refs[name].element_bytes
         for f in plan.sources.files
@@ -103,6 +106,7 @@ def shard_entry(result: ShardResult, fingerprint: str | None) -> ShardEntry:
         fingerprint,
         result.index_sha256,
         tuple(tuple(run) for run in result.record_examples),
+        result.framing_sha256,
     )
 
 
@@ -120,6 +124,7 @@ def shard_state(split: str, index: int, entry: ShardEntry) -> dict[str, Any]:
         "shapes": entry.shapes,
         "index_sha256": entry.index_sha256,
         "record_examples": [list(run) for run in entry.record_examples],
+        "framing_sha256": entry.framing_sha256,
         "fingerprint": entry.fingerprint,
     }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue as queue_module
-import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from .. import fs
 from ..errors import WorkerDied
 from ..planning.plan import ShardSpec
+from .forkserver import PRELOAD
 from .writer import Job, ShardResult, init_worker, open_inputs, run_in_worker, write_shard
 
 log = logging.getLogger(__name__)
@@ -61,51 +61,24 @@ def _execute_here(job, specs, progress, on_result) -> list[ShardResult]:
     return results
 
 
-_PRELOAD = ["hdf5_to_records.writing.writer"]
-
-
-def prestart(job_output: str, workers: int) -> None:
-    """Start the forkserver while the caller scans and plans.
-
-    It imports h5py and the writer once (~0.3 s, in the background); workers then fork
-    from it at once. Started with SIGINT ignored, which it and the workers inherit: a
-    Ctrl-C reaches the parent alone, which stops the workers and cleans up, instead of
-    interrupting the forkserver's start-up with a traceback.
-    """
-    if workers <= 1 or fs.is_process_local(job_output):
-        return
-    try:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        from multiprocessing import forkserver
-
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            forkserver.ensure_running()  # spawns it (~2 ms); the preload runs there
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
-    except Exception:  # the pool starts it again and reports any real error
-        log.debug("forkserver prestart failed", exc_info=True)
-
-
 def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]:
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
+    ctx.set_forkserver_preload(PRELOAD)
     events = ctx.Queue()
     stop = threading.Event()
 
     def drain() -> None:
         while not stop.is_set() or not events.empty():
             try:
-                examples, nbytes = events.get(timeout=0.1)
+                item = events.get(timeout=0.1)
             except queue_module.Empty:
                 continue
             except (EOFError, OSError, ValueError):
                 return
+            if item is None:  # the last shard is done: no waiting out a timeout
+                return
             if progress is not None:
-                progress(examples, nbytes)
+                progress(*item)
 
     pump = threading.Thread(target=drain, daemon=True)
     pump.start()
@@ -133,6 +106,7 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
     finally:
         _stop_pool(pool)
         stop.set()
+        events.put(None)
         pump.join(timeout=5)
         events.close()
     return results

@@ -25,6 +25,7 @@ from ..planning.group_columns import SparseMatrix
 from ..planning.limits import DEFAULT_LIMITS, WINDOW_BYTES, Limits
 from ..planning.schema import FeatureSchema, SourceSet
 from ..planning.sources import ensure_filters, get_dataset, open_h5
+from .chunk_reads import direct_reference, read_chunk_rows
 
 MAX_OPEN_H5_FILES = 64  # h5py files a worker keeps open at once
 
@@ -57,6 +58,8 @@ class ShardReader:
         self._chunk_rows = np.array([f.chunk_rows for f in sources.files], np.int64)
         self._buffers: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
         self._chunk_tables: dict[tuple[int, str], ChunkTable] = {}
+        # Per (source path, feature): its gzip chunks' Reference, read past h5py, or None.
+        self._direct: dict[tuple[str, str], Reference | None] = {}
 
     def close(self) -> None:
         for handle in self._files.values():
@@ -140,7 +143,11 @@ class ShardReader:
                     targets = (out[feature.name], out[feature.name + INDICES_SUFFIX])
                     _read_sparse(ds, rows, positions, targets, feature, *spans)
                 else:
-                    _read_into(ds, rows, positions, out[feature.name], feature, *spans)
+                    key = (source.path, feature.name)
+                    if key not in self._direct:
+                        self._direct[key] = direct_reference(ds, feature, source.path)
+                    direct = (self._direct[key], f"{feature.source} in {name}")
+                    _read_into(ds, rows, positions, out[feature.name], feature, *spans, direct)
             except OSError as exc:
                 raise SourceUnreadable(
                     f"while reading {feature.source} in {name}: {first_line(exc)}"
@@ -212,14 +219,21 @@ def _read_into(
     row_bytes: int,
     chunk_rows: int,
     limits: Limits,
+    direct: tuple[Reference | None, str] = (None, ""),
 ) -> None:
-    """Read ``ds[rows]`` into ``out[positions]`` with one call per span of rows."""
+    """Read ``ds[rows]`` into ``out[positions]`` with one call per span of rows.
+
+    ``direct``: the Reference of ``ds``'s gzip chunks, to read in-order rows past h5py
+    (:mod:`chunk_reads`), and where they are (for errors).
+    """
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     in_order = hi - lo == rows.size and (rows.size < 2 or bool(np.all(np.diff(rows) == 1)))
     contiguous_out = positions[-1] - positions[0] + 1 == positions.size
     if in_order and contiguous_out and _direct_ok(ds, feature):
         dest = out[positions[0] : positions[-1] + 1]
-        if dest.size:
+        if dest.size and direct[0] is not None:
+            read_chunk_rows(ds, direct[0], lo, hi, dest, direct[1])
+        elif dest.size:
             ds.read_direct(dest, np.s_[lo:hi])
         return
     unique, inverse = np.unique(rows, return_inverse=True)

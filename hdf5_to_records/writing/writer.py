@@ -24,6 +24,7 @@ from ..format.naming import INDEX_SUFFIX, index_name, temp_name
 from ..format.record_index import FRAMING_BYTES, RecordIndex, index_digest, run_lengths
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from ..format.reference import Reference
+from ..format.shard_digest import FramingDigest
 from ..index.checksums import RangeChecksums
 from ..index.references import encode_refs, read_bytes
 from ..planning.limits import DEFAULT_LIMITS, Limits
@@ -39,10 +40,12 @@ from ..planning.transform import (
 )
 from .encode import Blocker, encode_block, piece_length, record_framing
 from .generated import GeneratorReader
+from .memory import keep_freed_memory
 from .reading import Column, ShardReader
 from .sink import BackgroundSink
 
 Progress = Callable[[int, int], None]  # (examples, bytes) just written
+SINK_BATCH_BYTES = 8 << 20  # record bytes handed to the sink's threads at once
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +88,13 @@ class ShardResult:
     num_examples: int
     num_records: int
     num_bytes: int
-    sha256: str
+    sha256: str | None  # a whole-file sha256: only shards of older runs (--resume) have one
     shapes: dict[str, list[int | None]] = field(default_factory=dict)
     # The record index beside the shard (uncompressed shards): its sha256 and the
     # examples per record as runs (format/record_index.py).
     index_sha256: str | None = None
     record_examples: list[list[int]] = field(default_factory=list)
+    framing_sha256: str | None = None  # format/shard_digest.py
 
 
 def temp_path(job: Job, spec: ShardSpec) -> str:
@@ -124,7 +128,7 @@ def write_shard(
                 records = _write_records(
                     job, spec, (reader, checksums), sink, (observed, layout), progress, transform
                 )
-                size, sha256 = sink.close()
+                size = sink.close()
             except BaseException:
                 sink.abandon()
                 raise
@@ -155,17 +159,19 @@ def write_shard(
     # What was written: a generator's shard may end before its planned count.
     examples = sum(layout.counts)
     return ShardResult(
-        spec.split, spec.index, spec.filename, examples, records, size, sha256, shapes,
-        index_sha256, runs,
+        spec.split, spec.index, spec.filename, examples, records, size, None, shapes,
+        index_sha256, runs, layout.digest.hexdigest(),
     )  # fmt: skip
 
 
 @dataclass
 class _RecordLog:
-    """The framed size and example count of each record written, for the index."""
+    """The framed size and example count of each record written, for the index, and the
+    digest of their framing, for the manifest."""
 
     sizes: list[int] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    digest: FramingDigest = field(default_factory=FramingDigest)
 
 
 def _write_index(layout: _RecordLog, temp: str, final: str) -> str:
@@ -195,21 +201,28 @@ def _write_records(job: Job, spec: ShardSpec, readers, sink, logs, progress,
 
     def write_blocks(blocks) -> None:
         nonlocal records, position
+        # Pieces go to the sink's threads in batches: one queue hand-off per piece cost
+        # 1.9 s of 4.8 on the gzip scene source (7,200 records of 6 pieces, 2 threads).
+        batch, held = [], 0
         for block, count in blocks:
             extra = _reference_lists(job, spec, position, count, readers) if referenced else None
             position += count
             pieces = encode_block(block, count, copied, extra, job.limits.max_record_bytes)
             prefix, suffix = record_framing(pieces)
-            sink.write(prefix)
-            for piece in pieces:
-                sink.write(piece)
-            sink.write(suffix)
-            records += 1
+            layout.digest.add(prefix, suffix)
             length = piece_length(pieces)
+            batch += [prefix, *pieces, suffix]
+            held += length
+            if held >= SINK_BATCH_BYTES:
+                sink.write_all(batch)
+                batch, held = [], 0
+            records += 1
             layout.sizes.append(length + FRAMING_BYTES)
             layout.counts.append(count)
             if progress is not None:
                 progress(count, length)
+        if batch:
+            sink.write_all(batch)
 
     pending: collections.deque = collections.deque()
     if not job.read_features:  # nothing to read: every feature is referenced
@@ -319,6 +332,7 @@ def open_inputs(job: Job) -> tuple[ShardReader | GeneratorReader, Transform | No
 
 def init_worker(job: Job, queue) -> None:
     """Pool initializer: keep the job, open nothing yet (files open on first use)."""
+    keep_freed_memory()  # a worker process is ours: see memory.py
     _STATE.clear()
     reader, transform = open_inputs(job)
     _STATE.update(job=job, queue=queue, reader=reader, transform=transform)

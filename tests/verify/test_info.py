@@ -32,7 +32,7 @@ def test_info_of_a_copy_dataset(built):
     manifest = load_manifest(directory)
     records = manifest["splits"]["train"]["num_records"]
     lines = info_lines(directory)
-    assert lines[0] == (f"copy ({directory}): format v1, written by hdf5-to-records {__version__}")
+    assert lines[0] == (f"copy ({directory}): format v5, written by hdf5-to-records {__version__}")
     assert lines[1] == (
         "storage copy, compression none, up to 3 example(s) per record, rows as examples"
     )
@@ -61,7 +61,7 @@ def test_info_of_a_copy_dataset(built):
 def test_info_of_an_index_dataset(built):
     directory = str(built / "index")
     lines = info_lines(directory)
-    assert lines[0].endswith("format v3, written by hdf5-to-records " + __version__)
+    assert lines[0].endswith("format v5, written by hdf5-to-records " + __version__)
     assert lines[1].startswith(
         "storage index (references into the HDF5 sources, each byte range with its CRC32C, "
         "checked on every read), compression none"

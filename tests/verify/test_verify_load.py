@@ -56,7 +56,8 @@ def test_load_of_a_flipped_byte_raises(dataset, built, where):
     records = frames(open(shard, "rb").read())
     at, _ = records[2]
     flip_byte(shard, at + (12 + 5 if where == "payload" else 1))
-    message = f"shard {shard} does not match its sha256 in the manifest"
+    crc = "data" if where == "payload" else "length"
+    message = f"shard {shard}: {crc} CRC mismatch"
     with pytest.raises(ShardCorrupt, match=re.escape(message)):
         reader.load(directory, verify_checksums=True)
     with h5py.File(built / "rows.h5") as h5:

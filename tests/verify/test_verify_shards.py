@@ -156,7 +156,6 @@ def test_flipped_payload_byte_is_a_data_crc_problem_at_its_record(dataset):
     only_problems(
         report,
         (name, 2, "bad TFRecord framing: data CRC mismatch"),
-        (name, None, r"sha256 differs from the manifest \(corrupt or rewritten\)"),
         (name, None, f"2 records, the manifest says {len(layout)}"),
         (name, None, "6 examples, the manifest says 10"),
     )
@@ -173,7 +172,6 @@ def test_flipped_header_byte_is_a_length_crc_problem_at_its_record(dataset):
     only_problems(
         report,
         (name, 3, "bad TFRecord framing: length CRC mismatch"),
-        (name, None, r"sha256 differs from the manifest \(corrupt or rewritten\)"),
         (name, None, "3 records, the manifest says 4"),
         (name, None, "9 examples, the manifest says 10"),
     )
@@ -189,7 +187,6 @@ def test_flipped_byte_in_a_gzip_shard_is_caught(dataset):
     assert not report.ok
     assert all(p.where == name for p in report.problems)
     messages = [p.message for p in report.problems]
-    assert "sha256 differs from the manifest (corrupt or rewritten)" in messages
     assert any(m.startswith("bad TFRecord framing: ") for m in messages), messages
 
 
@@ -207,7 +204,6 @@ def test_truncated_shard_is_named_with_its_last_record(dataset):
         report,
         (name, last, r"bad TFRecord framing: truncated record \(\d+ bytes at the end\)"),
         (name, None, f"{len(data) - 7} bytes, the manifest says {len(data)}"),
-        (name, None, r"sha256 differs from the manifest \(corrupt or rewritten\)"),
         (name, None, f"{last} records, the manifest says {len(layout)}"),
         (name, None, "9 examples, the manifest says 10"),
     )
