@@ -71,9 +71,7 @@ def _check_digest(shard: ShardInfo, gfile, *, gzip: bool) -> None:
     except FramingError as exc:
         raise ShardCorrupt(f"shard {shard.path}: {exc}") from None
     if framing != shard.framing_sha256 or records != shard.num_records:
-        raise ShardCorrupt(
-            f"shard {shard.path} does not match its framing_sha256 in the manifest"
-        )
+        raise ShardCorrupt(f"shard {shard.path} does not match its framing_sha256 in the manifest")
 
 
 def check_shards(
