@@ -71,3 +71,17 @@ def test_each_write_attempt_has_its_own_temporary_name(tmp_path):
         assert not is_temp_of(name, "d-train.tfrecord-00000-of-00002")
     assert is_temp_of(temp_name(Spec.filename), Spec.filename)
     assert not is_temp_of(Spec.filename, Spec.filename)
+
+
+def test_a_killed_workers_index_temp_is_swept_like_its_shard_temp(tmp_path):
+    """A worker killed while writing a record index leaves its temporary file; the sweep
+    and the next run's clean-up remove what ends in the temporary suffix."""
+    from hdf5_to_records.format.naming import TEMP_SUFFIX
+    from hdf5_to_records.planning.plan import ShardSpec
+    from hdf5_to_records.writing.writer import Job, temp_path
+
+    spec = ShardSpec("train", 0, 1, "ds-train.tfrecord-00000-of-00001", None, None, 0, 0, "")
+    job = Job(str(tmp_path), None, (), (), 1, "none")
+    for path in (temp_path(job, spec), temp_path(job, spec, index=True)):
+        assert path.endswith(TEMP_SUFFIX) and is_output_file(path.rsplit("/", 1)[1])
+    assert is_output_file(".ds-train.tfrecord-00000-of-00001.7-ab.incomplete.idx")  # as issue 15

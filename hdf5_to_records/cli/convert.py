@@ -187,7 +187,7 @@ def convert(
 
             # Before the converter's imports, which the forkserver's then overlap. Where
             # a YAML file sets --workers 1, the forkserver just goes unused.
-            prestart(given.get("output"), given.get("workers"))
+            prestart(given.get("output"), given.get("workers"), preload_main=True)
         from ..converter import convert as run_convert
         from ..planning.config import build_config
         from ..writing.memory import keep_freed_memory

@@ -105,8 +105,8 @@ def is_part_file(filename: str) -> bool:
 
 def is_output_file(filename: str) -> bool:
     """Whether a file in an output directory was written by this tool (any dataset name)."""
-    if filename.endswith(TEMP_SUFFIX):
-        return True
+    if filename.endswith((TEMP_SUFFIX, TEMP_SUFFIX + INDEX_SUFFIX)):  # the latter: as issue 15
+        return True  # named a worker's index temp, which no sweep removed
     if filename.endswith(INDEX_SUFFIX):
         filename = filename[: -len(INDEX_SUFFIX)]
     return _SHARD_RE.match(filename) is not None

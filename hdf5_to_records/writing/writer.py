@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import fs
 from ..errors import Hdf5ToRecordsError, OutputError, UserCodeError
-from ..format.naming import INDEX_SUFFIX, index_name, temp_name
+from ..format.naming import index_name, temp_name
 from ..format.record_index import FRAMING_BYTES, RecordIndex, index_digest, run_lengths
 from ..format.record_keys import FILE_KEY, REF_SUFFIX, TAKE_SUFFIX
 from ..format.reference import Reference
@@ -97,10 +97,13 @@ class ShardResult:
     framing_sha256: str | None = None  # format/shard_digest.py
 
 
-def temp_path(job: Job, spec: ShardSpec) -> str:
-    """A temporary name of this attempt alone (see :func:`naming.temp_name`)."""
+def temp_path(job: Job, spec: ShardSpec, *, index: bool = False) -> str:
+    """A temporary name of this attempt alone (see :func:`naming.temp_name`); ``index``:
+    of the shard's record index (it ends in the temporary suffix too, so that the
+    clean-up after a killed worker finds it)."""
     attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
-    return fs.join(job.output, temp_name(spec.filename, attempt))
+    name = index_name(spec.filename) if index else spec.filename
+    return fs.join(job.output, temp_name(name, attempt))
 
 
 def write_shard(
@@ -118,7 +121,7 @@ def write_shard(
         Hdf5ToRecordsError: from reading, transforming or encoding, with the shard named.
     """
     temp, final = temp_path(job, spec), fs.join(job.output, spec.filename)
-    index_temp = temp_path(job, spec) + INDEX_SUFFIX
+    index_temp = temp_path(job, spec, index=True)
     observed: dict[str, list[tuple[int, ...]]] = {f.name: [] for f in job.features if f.ragged}
     layout = _RecordLog()
     try:
