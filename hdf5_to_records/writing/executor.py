@@ -25,6 +25,7 @@ from .writer import Job, ShardResult, init_worker, open_inputs, run_in_worker, w
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 OnResult = Callable[[ShardResult], None]
+PUMP_POLL_S = 0.02
 
 
 def execute(
@@ -70,12 +71,13 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
     def drain() -> None:
         while not stop.is_set() or not events.empty():
             try:
-                item = events.get(timeout=0.1)
+                # A short poll: the run ends at most this long after its last shard. No
+                # sentinel is put to wake it: putting takes the queue's lock, which a
+                # worker terminated while putting holds forever (a hang at exit).
+                item = events.get(timeout=PUMP_POLL_S)
             except queue_module.Empty:
                 continue
             except (EOFError, OSError, ValueError):
-                return
-            if item is None:  # the last shard is done: no waiting out a timeout
                 return
             if progress is not None:
                 progress(*item)
@@ -106,7 +108,6 @@ def _execute_pool(job, specs, workers, progress, on_result) -> list[ShardResult]
     finally:
         _stop_pool(pool)
         stop.set()
-        events.put(None)
         pump.join(timeout=5)
         events.close()
     return results
