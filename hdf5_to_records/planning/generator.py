@@ -207,7 +207,8 @@ def first_schema(
         raise GeneratorError(
             f"{label(spec)}: shard 0 yielded no example, so there is no schema to write"
         )
-    return user_code.schema_of(as_example(item, names, spec, where), label(spec))
+    example = as_example(item, names, spec, where)
+    return user_code.schema_of(example, label(spec), f"generator:{spec}")
 
 
 def check_example(

@@ -81,7 +81,7 @@ def apply_transform(
 
 def schema_of(output: dict[str, np.ndarray], spec: str) -> tuple[FeatureSchema, ...]:
     """The output schema from the transform's result on the first example."""
-    return user_code.schema_of(output, f"--transform {spec}")
+    return user_code.schema_of(output, f"--transform {spec}", f"transform:{spec}")
 
 
 def check_output(

@@ -57,16 +57,15 @@ def code_fingerprint(spec: str | None) -> str | None:
         return spec
 
 
-def schema_of(output: dict[str, np.ndarray], label: str) -> tuple[FeatureSchema, ...]:
-    """The stored schema of the first example's ``output``; ``label`` names the code
-    (``--transform m:f``), and is the features' recorded source.
+def schema_of(output: dict[str, np.ndarray], label: str, source: str) -> tuple[FeatureSchema, ...]:
+    """The stored schema of the first example's ``output``; ``label`` names the code in
+    errors (``--transform m:f``), ``source`` is the features' recorded origin.
 
     Raises:
         UsageError: a key that is not a feature name.
         UnsupportedDtype: a value with no stored encoding (object arrays).
     """
     schemas = []
-    source = label.lstrip("-").replace(" ", ":", 1)
     for name, value in output.items():
         check_feature_name(name, option=f"{label} output key")
         if value.dtype == object:
