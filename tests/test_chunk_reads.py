@@ -66,19 +66,26 @@ def test_other_byte_orders_and_filters_read_through_h5py(tmp_path):
             assert direct_reference(h5[feature.name], feature, str(path)) is None
 
 
-def test_a_chunk_that_does_not_inflate_is_named(tmp_path):
+def test_a_chunk_that_does_not_inflate_is_named_once_with_its_dataset_and_file(tmp_path):
     path = _write(tmp_path / "src.h5", compression="gzip")
-    sources = scan_sources(build_config({"sources": [str(path)], "output": "o"}).source_options)
-    feature = next(f for f in sources.features if f.name == "x")
     with h5py.File(path, "r+") as h5:
         ds = h5["x"]
         _, raw = ds.id.read_direct_chunk((16, 0, 0))
         ds.id.write_direct_chunk((16, 0, 0), raw[:10] + bytes(len(raw) - 10))
+    sources = scan_sources(build_config({"sources": [str(path)], "output": "o"}).source_options)
+    feature = next(f for f in sources.features if f.name == "x")
     with h5py.File(path) as h5:
         ref = direct_reference(h5["x"], feature, str(path))
-        dest = np.empty((ROWS, 5, 3), "<f4")
-        with pytest.raises(SourceUnreadable, match=r"/x in src.h5: the chunk at row 16"):
-            read_chunk_rows(h5["x"], ref, 0, ROWS, dest, "/x in src.h5")
+        with pytest.raises(SourceUnreadable, match=r"^the chunk at row 16: does not inflate"):
+            read_chunk_rows(h5["x"], ref, 0, ROWS, np.empty((ROWS, 5, 3), "<f4"))
+    reader = ShardReader(sources, sources.features)
+    rows = np.arange(ROWS)
+    with pytest.raises(SourceUnreadable) as caught:
+        list(reader.windows(np.zeros(ROWS, np.int32), rows))
+    message = str(caught.value)
+    assert message.startswith("while reading /x in src.h5: the chunk at row 16: does not")
+    assert message.count("src.h5") == 1
+    reader.close()
 
 
 def test_keep_freed_memory_sets_glibc_thresholds():

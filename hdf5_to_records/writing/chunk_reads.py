@@ -33,15 +33,15 @@ def direct_reference(ds: h5py.Dataset, feature: FeatureSchema, path: str) -> Ref
     return ref
 
 
-def read_chunk_rows(ds: h5py.Dataset, ref: Reference, lo: int, hi: int, dest: np.ndarray,
-                    where: str) -> None:  # fmt: skip
+def read_chunk_rows(ds: h5py.Dataset, ref: Reference, lo: int, hi: int, dest: np.ndarray) -> None:
     """Rows ``[lo, hi)`` of ``ds`` into ``dest`` (C-contiguous, ``hi - lo`` rows).
 
     Chunks wholly inside the range decode straight into ``dest``; the first and last may
     need a part of their rows, and decode into a scratch chunk first.
 
     Raises:
-        SourceUnreadable: a chunk that cannot be read or does not decode, naming it.
+        SourceUnreadable: a chunk that cannot be read or does not decode, naming the
+            chunk (the caller adds the dataset and file, as for h5py's read errors).
     """
     rows = ref.chunk_rows
     flat = dest.reshape(hi - lo, -1).view(np.uint8)
@@ -56,7 +56,7 @@ def read_chunk_rows(ds: h5py.Dataset, ref: Reference, lo: int, hi: int, dest: np
             if scratch is None:
                 scratch = np.empty((rows, flat.shape[1]), np.uint8)
             out = scratch.reshape(-1)
-        chunk = f"{where}: the chunk at row {start}"
+        chunk = f"the chunk at row {start}"
         try:
             mask, raw = ds.id.read_direct_chunk((start, *tail))
             undo_filters(np.frombuffer(raw, np.uint8), ref, mask, chunk, out)

@@ -146,7 +146,7 @@ class ShardReader:
                     key = (source.path, feature.name)
                     if key not in self._direct:
                         self._direct[key] = direct_reference(ds, feature, source.path)
-                    direct = (self._direct[key], f"{feature.source} in {name}")
+                    direct = self._direct[key]
                     _read_into(ds, rows, positions, out[feature.name], feature, *spans, direct)
             except OSError as exc:
                 raise SourceUnreadable(
@@ -219,20 +219,20 @@ def _read_into(
     row_bytes: int,
     chunk_rows: int,
     limits: Limits,
-    direct: tuple[Reference | None, str] = (None, ""),
+    direct: Reference | None = None,
 ) -> None:
     """Read ``ds[rows]`` into ``out[positions]`` with one call per span of rows.
 
     ``direct``: the Reference of ``ds``'s gzip chunks, to read in-order rows past h5py
-    (:mod:`chunk_reads`), and where they are (for errors).
+    (:mod:`chunk_reads`).
     """
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     in_order = hi - lo == rows.size and (rows.size < 2 or bool(np.all(np.diff(rows) == 1)))
     contiguous_out = positions[-1] - positions[0] + 1 == positions.size
     if in_order and contiguous_out and _direct_ok(ds, feature):
         dest = out[positions[0] : positions[-1] + 1]
-        if dest.size and direct[0] is not None:
-            read_chunk_rows(ds, direct[0], lo, hi, dest, direct[1])
+        if dest.size and direct is not None:
+            read_chunk_rows(ds, direct, lo, hi, dest)
         elif dest.size:
             ds.read_direct(dest, np.s_[lo:hi])
         return
